@@ -1,0 +1,3 @@
+"""Entropy Sentinel: an OpenAI-compatible proxy that turns decoding entropy into P(correct)."""
+
+__version__ = "0.1.0"

