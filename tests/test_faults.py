@@ -43,7 +43,7 @@ async def test_upstream_timeout_is_504():
         await asyncio.sleep(5)
         return web.json_response({})
 
-    async with scripted_upstream(slow) as up, running_proxy(up.url, upstream={"read_timeout_s": 0.3}) as proxy:
+    async with scripted_upstream(slow) as up, running_proxy(up.url, dialect="openai", upstream={"read_timeout_s": 0.3}) as proxy:
         with pytest.raises(openai.APIStatusError) as err:
             await client(proxy.url).completions.create(model="m", prompt="x")
     assert err.value.status_code == 504
@@ -57,7 +57,7 @@ async def test_upstream_error_status_and_body_reach_the_client(status):
     async def failing(request, up):
         return web.json_response(body, status=status)
 
-    async with scripted_upstream(failing) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(failing) as up, running_proxy(up.url, dialect="openai") as proxy:
         for stream in (False, True):
             with pytest.raises(openai.APIStatusError) as err:
                 await client(proxy.url).chat.completions.create(
@@ -79,7 +79,7 @@ async def test_logprob_refusal_is_retried_once_unforced_and_marked_unscored():
              "choices": [{"index": 0, "text": " ok", "logprobs": None, "finish_reason": "stop"}]}
         )
 
-    async with scripted_upstream(refusing) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(refusing) as up, running_proxy(up.url, dialect="openai") as proxy:
         raw = await client(proxy.url).completions.with_raw_response.create(model="m", prompt="x", max_tokens=2)
         result = raw.parse()
     assert result.choices[0].text == " ok"
@@ -99,7 +99,7 @@ async def test_stream_refusal_in_first_event_is_retried():
             return resp
         return await stream_ok(request, up)
 
-    async with scripted_upstream(refusing) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(refusing) as up, running_proxy(up.url, dialect="openai") as proxy:
         stream = await client(proxy.url).chat.completions.create(
             model="m", messages=[{"role": "user", "content": "2+2"}], stream=True
         )
@@ -117,7 +117,7 @@ async def test_stream_cut_midway_raises_in_the_client_and_is_recorded():
         request.transport.close()  # no terminating chunk: a broken transfer
         return resp
 
-    async with scripted_upstream(cutting) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(cutting) as up, running_proxy(up.url, dialect="openai") as proxy:
         raw = await client(proxy.url).chat.completions.with_raw_response.create(
             model="m", messages=[{"role": "user", "content": "2+2"}], stream=True
         )
@@ -139,7 +139,7 @@ async def test_client_disconnect_cancels_the_upstream_request():
             await asyncio.sleep(0.05)
         return resp
 
-    async with scripted_upstream(endless) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(endless) as up, running_proxy(up.url, dialect="openai") as proxy:
         async with aiohttp.ClientSession() as session:
             async with session.post(
                 proxy.url + "/chat/completions",
@@ -161,7 +161,7 @@ async def test_malformed_body_gets_400_and_never_reaches_upstream(body, code):
     async def never(request, up):
         raise AssertionError("the upstream must not be called")
 
-    async with scripted_upstream(never) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(never) as up, running_proxy(up.url, dialect="openai") as proxy:
         async with aiohttp.ClientSession() as session:
             async with session.post(proxy.url + "/chat/completions", data=body) as resp:
                 payload = await resp.json()
@@ -175,7 +175,7 @@ async def test_misused_logprob_fields_pass_untouched_for_the_upstream_to_judge()
         return web.json_response({"error": {"message": "top_logprobs needs logprobs"}}, status=400)
 
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}
-    async with scripted_upstream(echo) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(echo) as up, running_proxy(up.url, dialect="openai") as proxy:
         async with aiohttp.ClientSession() as session:
             async with session.post(proxy.url + "/chat/completions", json=body) as resp:
                 assert resp.status == 400
@@ -186,7 +186,7 @@ async def test_passthrough_is_faithful_and_strips_hop_by_hop_and_sentinel_header
     async def models(request, up):
         return web.Response(body=b'{"data": []}', content_type="application/json", headers={"X-Upstream": "yes"})
 
-    async with scripted_upstream(models) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(models) as up, running_proxy(up.url, dialect="openai") as proxy:
         async with aiohttp.ClientSession() as session:
             async with session.get(
                 proxy.url + "/models?limit=2&after=a%20b",
@@ -215,7 +215,7 @@ async def test_streamed_events_are_forwarded_as_they_arrive():
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    async with scripted_upstream(gated) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(gated) as up, running_proxy(up.url, dialect="openai") as proxy:
         stream = await client(proxy.url).chat.completions.create(
             model="m", messages=[{"role": "user", "content": "2+2"}], stream=True
         )

@@ -80,16 +80,25 @@ def test_nll_baselines_skip_missing_logprobs():
     assert b["perplexity"] == pytest.approx(math.exp(1.5 * math.log(2)))
 
 
+def test_trajectory_pads_tokens_with_fewer_candidates():
+    traj = Trajectory()
+    traj.add([2, 1], [math.log(0.5), math.log(0.25), 0.0], [math.log(0.5), 0.0])
+    assert traj.min_candidates == 1
+    assert traj.entropy.tolist() == pytest.approx([0.5 * math.log(2) + 0.25 * math.log(4), 0.0])
+    assert traj.mass.tolist() == pytest.approx([0.75, 1.0])
+
+
 def test_trajectory_fed_in_blocks_equals_one_block():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(300, 20))
     lp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)) - 0.1
     chosen = lp[:, 0]
-    whole = Trajectory()
-    whole.extend(token_signals(lp, chosen), candidates=20)
-    pieces = Trajectory(capacity=1)  # forces several growths
+    whole = Trajectory(batch=1000)
+    whole.add([20] * 300, lp.ravel().tolist(), chosen.tolist())
+    pieces = Trajectory(batch=5, capacity=1)  # forces several flushes and growths
     for start in range(0, 300, 7):
-        pieces.extend(token_signals(lp[start : start + 7], chosen[start : start + 7]), candidates=20)
+        block = lp[start : start + 7]
+        pieces.add([20] * len(block), block.ravel().tolist(), chosen[start : start + 7].tolist())
     assert len(pieces) == 300 and pieces.min_candidates == 20
     assert pieces.features() == pytest.approx(whole.features())
     direct = trajectory_features(token_signals(lp, chosen).entropy, chosen)

@@ -41,6 +41,8 @@ class UpstreamConfig:
     #: longest silence between two chunks of an upstream response
     read_timeout_s: float = 600.0
     max_connections: int = 256
+    #: how the upstream answers logprob requests: auto (probe GET /v1/models), openai, vllm, llamacpp
+    dialect: str = "auto"
 
 
 @dataclass
@@ -143,6 +145,8 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
     for name in ("connect_timeout_s", "read_timeout_s"):
         if getattr(cfg.upstream, name) <= 0:
             errors.append(f"upstream.{name}: must be positive")
+    if cfg.upstream.dialect not in ("auto", "openai", "vllm", "llamacpp"):
+        errors.append("upstream.dialect: choose auto, openai, vllm or llamacpp")
     if not 1 <= cfg.signal.top_k <= 20:
         errors.append("signal.top_k: must be between 1 and 20 (vLLM caps logprobs at 20 by default)")
     if cfg.signal.entropy_variant not in ENTROPY_VARIANTS:

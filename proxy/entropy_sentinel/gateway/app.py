@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -13,12 +16,25 @@ from entropy_sentinel.gateway.errors import error_response
 from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.instrumented import Instrumenter, Scorer
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
+from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
 from entropy_sentinel.monitor.records import RecentRecords
 
 UPSTREAM_KEY = web.AppKey("upstream", UpstreamHTTP)
 INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)
 RECORDS_KEY = web.AppKey("records", RecentRecords)
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+log = logging.getLogger(__name__)
+
+
+async def probe_dialect(upstream: UpstreamHTTP, timeout_s: float = 10.0) -> str:
+    """Ask ``GET /v1/models`` which server family this is; ``openai`` when it cannot tell."""
+    try:
+        async with upstream.decoded.get(upstream.url("/v1/models"), timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            listing = await resp.json(content_type=None) if resp.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        log.warning("could not probe the upstream's dialect (%s); assuming OpenAI's", type(exc).__name__)
+        return "openai"
+    return detect_dialect(listing)
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -44,6 +60,7 @@ async def _healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "version": __version__,
             "upstream": request.app[UPSTREAM_KEY].base_url,
+            "upstream_dialect": instrumenter.dialect.name,
             "estimator_loaded": instrumenter.scorer is not None,
         }
     )
@@ -66,8 +83,12 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream
+        dialect = cfg.upstream.dialect
+        if dialect == "auto":
+            dialect = await probe_dialect(upstream)
+        log.info("upstream dialect: %s", dialect)
         app[INSTRUMENTER_KEY] = Instrumenter(
-            upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, scorer=scorer
+            upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, scorer=scorer, dialect=DIALECTS[dialect]
         )
         yield
         await upstream.close()

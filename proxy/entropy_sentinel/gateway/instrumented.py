@@ -24,7 +24,7 @@ from entropy_sentinel.gateway.errors import error_body, error_response
 from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.sse import DONE, SSEDecoder, encode_comment, encode_data, parse_event
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP, classify_error, request_headers, response_headers
-from entropy_sentinel.gateway.wire import ChoiceExtractor, Endpoint, LogprobPlan, plan_logprobs
+from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, Dialect, Endpoint, LogprobPlan, plan_logprobs
 from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,10 @@ class Instrumenter:
         top_k: int = 20,
         entropy_variant: str = "topk",
         scorer: Scorer | None = None,
+        dialect: Dialect = DIALECTS["openai"],
     ) -> None:
         self.upstream = upstream
+        self.dialect = dialect
         self.records = records
         self.top_k = top_k
         self.entropy_variant = entropy_variant
@@ -77,7 +79,7 @@ class Instrumenter:
             record.status = 400
             return error_response(400, "The request body must be a JSON object.", code="invalid_body", headers=ids)
         record.stream = obj.get("stream") is True
-        plan = plan_logprobs(obj, endpoint, self.top_k)
+        plan = plan_logprobs(obj, endpoint, self.top_k, self.dialect)
         try:
             if plan is None:
                 record.unscored_reason = "logprob_fields_not_understood"
@@ -218,7 +220,7 @@ class Instrumenter:
         """Features of every choice, and their scores when an estimator is loaded."""
         record.model = model if isinstance(model, str) else record.model
         for index, traj in sorted(extractor.trajectories.items()):
-            record.features[index] = traj.features(self.entropy_variant, self.top_k)
+            record.features[index] = traj.features(self.entropy_variant)
             record.tokens[index] = len(traj)
             record.upstream_top_k[index] = traj.min_candidates
         record.scored = bool(record.features) and record.unscored_reason is None

@@ -7,8 +7,8 @@ Three shapes of per-token logprobs exist on the wire (DESIGN.md section 4):
 * legacy completions (vLLM, OpenAI): ``logprobs = {tokens, token_logprobs, top_logprobs:
   [{token: logprob, ...} | null], text_offset}``
 
-Each choice's block of tokens is turned into numpy arrays in one pass (a flat list comprehension,
-then a reshape) and handed to the pure :mod:`entropy_sentinel.signal` core.
+Each choice's block of tokens is flattened in one pass (a list comprehension over the parsed JSON)
+and handed to the pure :mod:`entropy_sentinel.signal` core, which batches the numpy work.
 """
 
 from __future__ import annotations
@@ -16,15 +16,48 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-
-from entropy_sentinel.signal import Trajectory, token_signals
+from entropy_sentinel.signal import Trajectory
 
 Endpoint = Literal["chat", "completions"]
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How an upstream family answers logprob requests, so the client gets *its* answer back."""
+
+    name: str
+    #: top-n a chat request gets with ``logprobs: true`` and no ``top_logprobs``
+    chat_default_top: int = 0
+    #: a top-n of 0 returns no logprobs at all (rather than the chosen tokens only)
+    zero_means_none: bool = False
+    #: chat choices asked for no logprobs carry no ``logprobs`` key (rather than ``null``)
+    chat_key_absent: bool = False
+
+
+DIALECTS = {
+    "openai": Dialect("openai"),
+    "vllm": Dialect("vllm"),
+    # llama.cpp: `logprobs: true` alone means n_probs = 20; n_probs = 0 means no logprobs
+    "llamacpp": Dialect("llamacpp", chat_default_top=20, zero_means_none=True, chat_key_absent=True),
+}
+
+
+def detect_dialect(models_listing: Any) -> str:
+    """The dialect of an upstream from its ``GET /v1/models`` answer."""
+    if isinstance(models_listing, dict):
+        if "models" in models_listing:  # llama.cpp adds an Ollama-style listing
+            return "llamacpp"
+        data = models_listing.get("data")
+        owners = {m.get("owned_by") for m in data if isinstance(m, dict)} if isinstance(data, list) else set()
+        if "llamacpp" in owners:
+            return "llamacpp"
+        if "vllm" in owners:
+            return "vllm"
+    return "openai"
 
 
 @dataclass(slots=True)
@@ -35,6 +68,8 @@ class LogprobPlan:
     client_n: int | None  # None: no logprobs wanted; otherwise its top-n (0 allowed)
     forced_k: int  # top-k requested upstream
     stream: bool
+    #: when the client wants no logprobs: delete the key (llama.cpp chat) rather than set it null
+    drop_key: bool = False
     original_body: bytes = b""
 
     @property
@@ -43,7 +78,9 @@ class LogprobPlan:
         return self.client_n is not None and self.client_n >= self.forced_k
 
 
-def plan_logprobs(body: dict[str, Any], endpoint: Endpoint, k: int = 20) -> LogprobPlan | None:
+def plan_logprobs(
+    body: dict[str, Any], endpoint: Endpoint, k: int = 20, dialect: Dialect = DIALECTS["openai"]
+) -> LogprobPlan | None:
     """Rewrite ``body`` in place to force top-k logprobs; ``None`` when the request is not understood.
 
     A request whose logprob fields are malformed (wrong types, ``top_logprobs`` without
@@ -56,7 +93,7 @@ def plan_logprobs(body: dict[str, Any], endpoint: Endpoint, k: int = 20) -> Logp
         if wants in (None, False) and top is None:
             client_n = None
         elif wants is True and top is None:
-            client_n = 0
+            client_n = dialect.chat_default_top
         elif wants is True and _is_int(top) and top >= 0:
             client_n = top
         else:
@@ -74,35 +111,31 @@ def plan_logprobs(body: dict[str, Any], endpoint: Endpoint, k: int = 20) -> Logp
             return None
         forced = max(k, client_n or 0)
         body["logprobs"] = forced
-    return LogprobPlan(endpoint=endpoint, client_n=client_n, forced_k=forced, stream=stream)
+    if client_n == 0 and dialect.zero_means_none:
+        client_n = None
+    return LogprobPlan(
+        endpoint=endpoint,
+        client_n=client_n,
+        forced_k=forced,
+        stream=stream,
+        drop_key=endpoint == "chat" and dialect.chat_key_absent,
+    )
 
 
-def _chat_shape_block(content: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int]:
+def _chat_shape_block(content: list[dict[str, Any]]) -> tuple[list[int], list[Any], list[Any]]:
     counts = [len(tok.get("top_logprobs") or ()) for tok in content]
     flat = [cand["logprob"] for tok in content for cand in (tok.get("top_logprobs") or ())]
-    chosen = np.array([tok.get("logprob") for tok in content], dtype=np.float64)
-    return _matrix(counts, flat), chosen, min(counts, default=0)
+    return counts, flat, [tok.get("logprob") for tok in content]
 
 
-def _legacy_block(logprobs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
+def _legacy_block(logprobs: dict[str, Any]) -> tuple[list[int], list[Any], list[Any]]:
     tops = logprobs.get("top_logprobs") or []
     counts = [len(d) if d else 0 for d in tops]
     flat = [v for d in tops if d for v in d.values()]
-    chosen = np.array(logprobs.get("token_logprobs") or [], dtype=np.float64)
-    if chosen.size != len(counts):
-        chosen = np.full(len(counts), np.nan)
-    return _matrix(counts, flat), chosen, min(counts, default=0)
-
-
-def _matrix(counts: list[int], flat: list[Any]) -> np.ndarray:
-    """(tokens, max candidates) array of logprobs; short rows padded with -inf."""
-    t, width = len(counts), max(counts, default=0)
-    values = np.array(flat, dtype=np.float64)
-    if t and all(c == width for c in counts):
-        return values.reshape(t, width)
-    out = np.full((t, width), -np.inf)
-    out[np.arange(width) < np.array(counts)[:, None]] = values
-    return out
+    chosen = logprobs.get("token_logprobs") or []
+    if len(chosen) != len(counts):
+        chosen = [None] * len(counts)
+    return counts, flat, chosen
 
 
 def _truncate_legacy(tops: list[dict[str, float] | None], chosen: list[str], n: int) -> list[Any]:
@@ -132,7 +165,7 @@ class ChoiceExtractor:
     def trajectory(self, index: int) -> Trajectory:
         traj = self.trajectories.get(index)
         if traj is None:
-            traj = self.trajectories[index] = Trajectory()
+            traj = self.trajectories[index] = Trajectory(k=self.k)
         return traj
 
     def process_choice(self, choice: dict[str, Any]) -> bool:
@@ -144,13 +177,11 @@ class ChoiceExtractor:
             return False
         content = logprobs.get("content")
         if isinstance(content, list):
-            matrix, chosen, fewest = _chat_shape_block(content)
+            traj.add(*_chat_shape_block(content))
         elif isinstance(logprobs.get("top_logprobs"), list):
-            matrix, chosen, fewest = _legacy_block(logprobs)
+            traj.add(*_legacy_block(logprobs))
         else:
             return False
-        if matrix.shape[0]:
-            traj.extend(token_signals(matrix, chosen, self.k), candidates=fewest)
         return self._rewrite(choice, logprobs, content)
 
     def _rewrite(self, choice: dict[str, Any], logprobs: dict[str, Any], content: Any) -> bool:
@@ -158,7 +189,10 @@ class ChoiceExtractor:
         if self.plan.passthrough:
             return False
         if n is None:
-            choice["logprobs"] = None
+            if self.plan.drop_key:
+                del choice["logprobs"]
+            else:
+                choice["logprobs"] = None
             return True
         if isinstance(content, list):
             for tok in content:

@@ -37,6 +37,18 @@ class TokenSignals:
     chosen_logprob: np.ndarray  # logprob of the sampled token (nan when the server sent none)
 
 
+def candidate_matrix(counts: list[int], flat: list[float | None]) -> np.ndarray:
+    """(tokens, most candidates) logprob array from per-token counts and their flattened logprobs;
+    short rows are padded with ``-inf`` (probability zero)."""
+    t, width = len(counts), max(counts, default=0)
+    values = np.array(flat, dtype=np.float64)
+    if t and all(c == width for c in counts):
+        return values.reshape(t, width)
+    out = np.full((t, width), -np.inf)
+    out[np.arange(width) < np.array(counts)[:, None]] = values
+    return out
+
+
 def token_signals(topk_logprobs: np.ndarray, chosen_logprob: np.ndarray, k: int = 20) -> TokenSignals:
     """Signals for T tokens from a (T, K) array of top-K logprobs.
 

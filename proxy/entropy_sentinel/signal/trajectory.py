@@ -1,14 +1,17 @@
 """A response's entropy trajectory, fed block by block as tokens stream in.
 
-It keeps three floats per token (top-k entropy, top-k mass, chosen logprob) in growable numpy
-buffers; the candidate lists themselves are never retained.
+Streamed events carry one token each, and numpy's fixed cost per call dwarfs the arithmetic on 20
+numbers. So incoming candidate logprobs wait in a small pending batch (at most ``batch`` tokens,
+plain floats) and are turned into signals in one vectorised call when the batch fills or the
+trajectory is read. What stays is three floats per token (top-k entropy, top-k mass, chosen
+logprob) in growable numpy buffers; the candidate lists themselves are never retained.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from entropy_sentinel.signal.entropy import TokenSignals, entropy_variant
+from entropy_sentinel.signal.entropy import candidate_matrix, entropy_variant, token_signals
 from entropy_sentinel.signal.features import trajectory_features
 
 _FIELDS = 3  # entropy, mass, chosen logprob
@@ -17,50 +20,69 @@ _FIELDS = 3  # entropy, mass, chosen logprob
 class Trajectory:
     """Per-token signals of one choice of one response."""
 
-    __slots__ = ("_buf", "_n", "min_candidates")
+    __slots__ = ("_buf", "_n", "_counts", "_flat", "_chosen", "k", "batch", "min_candidates")
 
-    def __init__(self, capacity: int = 256) -> None:
+    def __init__(self, k: int = 20, batch: int = 64, capacity: int = 256) -> None:
+        self.k = k
+        self.batch = batch
         self._buf = np.empty((_FIELDS, max(capacity, 1)), dtype=np.float64)
         self._n = 0
+        self._counts: list[int] = []
+        self._flat: list[float | None] = []
+        self._chosen: list[float | None] = []
         #: fewest candidates any token carried: shows the upstream really returned top-k
         self.min_candidates: int | None = None
 
     def __len__(self) -> int:
-        return self._n
+        return self._n + len(self._counts)
 
-    def extend(self, signals: TokenSignals, candidates: int | None = None) -> None:
-        """Append a block of tokens (usually one per streamed event)."""
-        t = signals.entropy.size
-        if t == 0:
+    def add(self, counts: list[int], flat_logprobs: list[float | None], chosen: list[float | None]) -> None:
+        """Queue a block of tokens: candidates per token, their logprobs flattened, chosen logprobs."""
+        if not counts:
             return
-        if candidates is not None:
-            self.min_candidates = candidates if self.min_candidates is None else min(self.min_candidates, candidates)
+        fewest = min(counts)
+        self.min_candidates = fewest if self.min_candidates is None else min(self.min_candidates, fewest)
+        self._counts.extend(counts)
+        self._flat.extend(flat_logprobs)
+        self._chosen.extend(chosen)
+        if len(self._counts) >= self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._counts:
+            return
+        matrix = candidate_matrix(self._counts, self._flat)
+        signals = token_signals(matrix, np.array(self._chosen, dtype=np.float64), self.k)
+        self._counts, self._flat, self._chosen = [], [], []
+        t = signals.entropy.size
         need = self._n + t
         if need > self._buf.shape[1]:
             grown = np.empty((_FIELDS, max(need, 2 * self._buf.shape[1])), dtype=np.float64)
             grown[:, : self._n] = self._buf[:, : self._n]
             self._buf = grown
-        end = self._n + t
-        self._buf[0, self._n : end] = signals.entropy
-        self._buf[1, self._n : end] = signals.mass
-        self._buf[2, self._n : end] = signals.chosen_logprob
-        self._n = end
+        self._buf[0, self._n : need] = signals.entropy
+        self._buf[1, self._n : need] = signals.mass
+        self._buf[2, self._n : need] = signals.chosen_logprob
+        self._n = need
 
     @property
     def entropy(self) -> np.ndarray:
+        self._flush()
         return self._buf[0, : self._n]
 
     @property
     def mass(self) -> np.ndarray:
+        self._flush()
         return self._buf[1, : self._n]
 
     @property
     def chosen_logprob(self) -> np.ndarray:
+        self._flush()
         return self._buf[2, : self._n]
 
-    def features(self, variant: str = "topk", k: int = 20) -> dict[str, float]:
+    def features(self, variant: str = "topk") -> dict[str, float]:
         """The statistics of :data:`~entropy_sentinel.signal.features.FEATURE_NAMES`."""
-        h = entropy_variant(self.entropy, self.mass, variant, k=k)
+        h = entropy_variant(self.entropy, self.mass, variant, k=self.k)
         features = trajectory_features(h, self.chosen_logprob)
         features["topk_mass_mean"] = float(self.mass.mean()) if self._n else 1.0
         return features

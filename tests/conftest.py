@@ -1,0 +1,67 @@
+"""Real upstreams for the tests that matter: llama-server + Gemma 3 270M, and vLLM on the CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from entropy_sentinel.config import LocalUpstreamConfig
+from entropy_sentinel.upstream import LocalLlamaServer
+from entropy_sentinel.upstream.llama_server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def llama_url():
+    """The embedded upstream exactly as ``serve --upstream local`` starts it."""
+    if os.environ.get("SENTINEL_TEST_LLAMA_URL"):
+        yield os.environ["SENTINEL_TEST_LLAMA_URL"]
+        return
+    server = LocalLlamaServer(LocalUpstreamConfig())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vLLM exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"vLLM not ready after {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def vllm_url():
+    """vLLM on the CPU, set up by scripts/setup_vllm.sh (or an already running one)."""
+    if os.environ.get("SENTINEL_TEST_VLLM_URL"):
+        yield os.environ["SENTINEL_TEST_VLLM_URL"]
+        return
+    port = free_port()
+    log = open(Path(os.path.expanduser("~/.cache/entropy-sentinel")) / "vllm-test.log", "ab")
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "start_vllm.sh"), str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=600)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
