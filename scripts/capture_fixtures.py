@@ -20,15 +20,18 @@ from pathlib import Path
 CHAT = {"messages": [{"role": "user", "content": "Question: What is 17 + 25?\nAnswer:"}]}
 COMPLETION = {"prompt": "Question: What is 17 + 25?\nAnswer:"}
 
+# vLLM refuses n > 1 with greedy sampling; a fixed seed keeps the sample reproducible
+SAMPLED_N2 = {"n": 2, "temperature": 0.8, "seed": 1234}
+
 # (case name, endpoint, extra body); every case is captured as forced / plain / client-n variants
 CASES = [
     ("chat", "chat/completions", CHAT),
     ("chat_stream", "chat/completions", {**CHAT, "stream": True}),
     ("chat_stream_usage", "chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True}}),
-    ("chat_n2", "chat/completions", {**CHAT, "n": 2}),
+    ("chat_n2", "chat/completions", {**CHAT, **SAMPLED_N2}),
     ("completions", "completions", COMPLETION),
     ("completions_stream", "completions", {**COMPLETION, "stream": True}),
-    ("completions_n2", "completions", {**COMPLETION, "n": 2}),
+    ("completions_n2", "completions", {**COMPLETION, **SAMPLED_N2}),
 ]
 
 

@@ -54,7 +54,12 @@ def vllm_url():
         return
     port = free_port()
     log = open(Path(os.path.expanduser("~/.cache/entropy-sentinel")) / "vllm-test.log", "ab")
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "start_vllm.sh"), str(port)], stdout=log, stderr=subprocess.STDOUT)
+    template = ROOT / "proxy" / "entropy_sentinel" / "upstream" / "gemma_chat_template.jinja"
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "start_vllm.sh"), str(port), "--chat-template", str(template)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=600)
         yield f"http://127.0.0.1:{port}"

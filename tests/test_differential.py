@@ -49,7 +49,13 @@ async def _call(client: openai.AsyncOpenAI, endpoint: str, stream: bool, fields:
 
 
 async def _differential(
-    upstream_url: str, endpoint: str, stream: bool, variant: str, extra: dict[str, Any], logprob_tol: float = 0.0
+    upstream_url: str,
+    endpoint: str,
+    stream: bool,
+    variant: str,
+    extra: dict[str, Any],
+    logprob_tol: float = 0.0,
+    fewest_candidates: int = 20,
 ) -> None:
     chat_fields, completion_fields = VARIANTS[variant]
     fields = dict(chat_fields if endpoint == "chat" else completion_fields)
@@ -77,7 +83,7 @@ async def _differential(
         expected_choices = fields.get("n", 1)
         assert len(record["choices"]) == expected_choices
         for choice in record["choices"]:
-            assert choice["upstream_top_k"] == 20
+            assert fewest_candidates <= choice["upstream_top_k"] <= 21
             assert choice["tokens"] > 0 and choice["features"]["n_tokens"] == choice["tokens"]
 
 
@@ -97,4 +103,8 @@ async def test_llama_server(llama_url, endpoint, stream, variant):
 @pytest.mark.vllm
 @pytest.mark.parametrize("endpoint, stream, variant", CASES)
 async def test_vllm(vllm_url, endpoint, stream, variant):
-    await _differential(vllm_url, endpoint, stream, variant, {})
+    # vLLM: identical logprobs, but for ~1e-6 of noise between two sampled n=2 requests
+    # A sampled token can carry 19 candidates: vLLM keys candidates by their text, and two tokens
+    # that decode to the same text (byte-fallback pieces -> "") collapse into one entry.
+    fewest = 19 if variant.startswith("n2") else 20
+    await _differential(vllm_url, endpoint, stream, variant, {}, logprob_tol=1e-4, fewest_candidates=fewest)

@@ -23,8 +23,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 VOLATILE = {"id", "created", "system_fingerprint", "timings"}
 EXPECTED_DIALECT = {"llama": "llamacpp", "vllm": "vllm"}
 # llama.cpp's logprobs move by ~1e-4 with the number of candidates asked (float32 sums in another
-# order; see test_differential); vLLM's do not
-LOGPROB_TOL = {"llama": 1e-3, "vllm": 0.0}
+# order; see test_differential). vLLM's are identical except a few 1e-6 of noise between two
+# sampled n=2 requests (CPU kernels batching two sequences).
+LOGPROB_TOL = {"llama": 1e-3, "vllm": 1e-4}
 
 
 def load(path: Path) -> dict:

@@ -139,17 +139,18 @@ def _legacy_block(logprobs: dict[str, Any]) -> tuple[list[int], list[Any], list[
 
 
 def _truncate_legacy(tops: list[dict[str, float] | None], chosen: list[str], n: int) -> list[Any]:
-    """Top-n of each legacy dict, plus the sampled token when it ranks below n (vLLM's rule)."""
+    """Each legacy ``{token: logprob}`` dict cut to what ``logprobs: n`` returns: vLLM puts the
+    sampled token first, then the top n in rank order without repeating it (n + 1 entries when the
+    sampled token ranks below n)."""
     out: list[Any] = []
     for i, d in enumerate(tops):
         if not d:
             out.append(d)
             continue
-        ranked = sorted(d.items(), key=lambda kv: kv[1], reverse=True)[:n]
-        kept = dict(ranked)
         token = chosen[i] if i < len(chosen) else None
-        if token is not None and token in d and token not in kept:
-            kept[token] = d[token]
+        kept: dict[str, float] = {token: d[token]} if token in d else {}
+        for tok, value in sorted(d.items(), key=lambda kv: kv[1], reverse=True)[:n]:
+            kept.setdefault(tok, value)
         out.append(kept)
     return out
 
