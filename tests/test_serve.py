@@ -1,0 +1,93 @@
+"""``entropy-sentinel serve`` as a user runs it: the embedded upstream, a real client, a clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import openai
+import pytest
+
+from entropy_sentinel.upstream.llama_server import free_port
+
+pytestmark = pytest.mark.llama
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+@pytest.fixture
+def served(tmp_path):
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "entropy_sentinel", "serve", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SENTINEL_LOGGING_LEVEL": "DEBUG"},
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            _get_json(base + "/sentinel/healthz")
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield base, proc, log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_local_end_to_end_and_clean_shutdown(served):
+    base, proc, log = served
+    health = _get_json(base + "/sentinel/healthz")
+    assert health["status"] == "ok" and health["upstream_dialect"] == "llamacpp"
+    upstream = health["upstream"]
+    assert upstream.startswith("http://127.0.0.1:") and _port_open(upstream)
+
+    secret_prompt, secret_key = "Zebra-quokka 7781 plus 2 is", "sk-never-log-this-4242"
+    client = openai.OpenAI(base_url=base + "/v1", api_key=secret_key, max_retries=0)
+    raw = client.completions.with_raw_response.create(
+        model="gemma-3-270m", prompt=secret_prompt, max_tokens=8, temperature=0
+    )
+    completion = raw.parse()
+    assert completion.choices[0].logprobs is None  # asked for none, got none
+    record = _get_json(f"{base}/sentinel/v1/requests/{raw.headers['X-Sentinel-Request-Id']}")
+    (choice,) = record["choices"]
+    assert record["scored"] and choice["upstream_top_k"] == 20
+    assert choice["tokens"] == completion.usage.completion_tokens
+    assert choice["features"]["n_tokens"] == choice["tokens"] and choice["features"]["max"] > 0
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert not _port_open(upstream), "the embedded llama-server must stop with the proxy"
+    text = log.read_text()
+    assert record["request_id"] in text  # the request was logged (at DEBUG even)...
+    assert secret_prompt not in text and secret_key not in text  # ...but never its prompt or key
+
+
+def test_unknown_request_id_is_404_in_openai_shape(served):
+    base, _, _ = served
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(base + "/sentinel/v1/requests/" + "0" * 32, timeout=5)
+    assert err.value.code == 404
+    assert json.loads(err.value.read())["error"]["code"] == "request_not_found"
