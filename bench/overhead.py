@@ -80,7 +80,7 @@ async def bench_end_to_end(tokens: int, runs: int) -> dict[str, float]:
     body = {"model": "m", "messages": [{"role": "user", "content": "go"}], "stream": True,
             "logprobs": True, "top_logprobs": 20}
     results: dict[str, list[tuple[float, float]]] = {"direct": [], "proxy": []}
-    async with scripted_upstream(instant) as up, running_proxy(up.url) as proxy:
+    async with scripted_upstream(instant) as up, running_proxy(up.url, dialect="openai") as proxy:
         async with aiohttp.ClientSession() as session:
             for _ in range(runs):
                 for name, url in (("direct", up.url + "/v1"), ("proxy", proxy.url)):

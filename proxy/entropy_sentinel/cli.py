@@ -24,6 +24,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         overrides.setdefault("server", {})["host"] = args.host
     if args.port is not None:
         overrides.setdefault("server", {})["port"] = args.port
+    if args.estimator is not None:
+        overrides.setdefault("estimator", {})["path"] = args.estimator
     return overrides
 
 
@@ -31,6 +33,12 @@ def serve(cfg: SentinelConfig) -> int:
     from entropy_sentinel.gateway.app import create_app
     from entropy_sentinel.upstream import LocalLlamaServer
 
+    scorer = None
+    if cfg.estimator.path:
+        from entropy_sentinel.estimator.scorer import ArtifactScorer
+
+        scorer = ArtifactScorer.load(cfg.estimator.path)
+        log.info("estimator loaded from %s (%s)", cfg.estimator.path, scorer.metadata.get("estimator"))
     local = None
     upstream_url = cfg.upstream.url
     if upstream_url == "local":
@@ -38,7 +46,7 @@ def serve(cfg: SentinelConfig) -> int:
         log.info("starting the embedded upstream (llama-server + Gemma 3 270M)")
         upstream_url = local.start()
     try:
-        app = create_app(cfg, upstream_url)
+        app = create_app(cfg, upstream_url, scorer=scorer)
         log.info("proxying http://%s:%d/v1 -> %s/v1", cfg.server.host, cfg.server.port, upstream_url)
         web.run_app(
             app,
@@ -75,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", help="upstream base URL, or 'local' for the embedded llama-server (default)")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="bind port (default 8080)")
+    p.add_argument("--estimator", help="estimator artifact (skops) from `entropy-sentinel train`: adds P(correct)")
     p = sub.add_parser("prepare", help="build and cache the embedded upstream (llama-server + Gemma) ahead of time")
     p.add_argument("--config", help="YAML config file")
     return parser

@@ -71,6 +71,12 @@ class SignalConfig:
 
 
 @dataclass
+class EstimatorConfig:
+    #: skops artifact written by `entropy-sentinel train`; empty = no scoring (features only)
+    path: str = ""
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
     #: log request and response bodies (prompts, completions): never on by default
@@ -83,6 +89,7 @@ class SentinelConfig:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     local: LocalUpstreamConfig = field(default_factory=LocalUpstreamConfig)
     signal: SignalConfig = field(default_factory=SignalConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 

@@ -26,15 +26,19 @@ _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 log = logging.getLogger(__name__)
 
 
-async def probe_dialect(upstream: UpstreamHTTP, timeout_s: float = 10.0) -> str:
-    """Ask ``GET /v1/models`` which server family this is; ``openai`` when it cannot tell."""
+async def probe_models(upstream: UpstreamHTTP, timeout_s: float = 10.0) -> object:
+    """The upstream's ``GET /v1/models`` answer (None when it has none): its family and models."""
     try:
         async with upstream.decoded.get(upstream.url("/v1/models"), timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            listing = await resp.json(content_type=None) if resp.status == 200 else None
+            return await resp.json(content_type=None) if resp.status == 200 else None
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-        log.warning("could not probe the upstream's dialect (%s); assuming OpenAI's", type(exc).__name__)
-        return "openai"
-    return detect_dialect(listing)
+        log.warning("could not list the upstream's models (%s)", type(exc).__name__)
+        return None
+
+
+def model_ids(listing: object) -> list[str]:
+    data = listing.get("data") if isinstance(listing, dict) else None
+    return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(data, list) else []
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -84,8 +88,13 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream
         dialect = cfg.upstream.dialect
-        if dialect == "auto":
-            dialect = await probe_dialect(upstream)
+        if dialect == "auto" or scorer is not None:
+            listing = await probe_models(upstream)
+            if dialect == "auto":
+                dialect = detect_dialect(listing)
+            warning = getattr(scorer, "check_model", lambda ids: None)(model_ids(listing))
+            if warning:
+                log.warning(warning)
         log.info("upstream dialect: %s", dialect)
         app[INSTRUMENTER_KEY] = Instrumenter(
             upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, scorer=scorer, dialect=DIALECTS[dialect]

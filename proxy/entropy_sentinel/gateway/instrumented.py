@@ -26,14 +26,15 @@ from entropy_sentinel.gateway.sse import DONE, SSEDecoder, encode_comment, encod
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP, classify_error, request_headers, response_headers
 from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, Dialect, Endpoint, LogprobPlan, plan_logprobs
 from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
+from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Sentinel-Request-Id"
 P_CORRECT_HEADER = "X-Sentinel-P-Correct"
 
-#: features of every choice -> P(correct) per choice; None when no estimator is loaded
-Scorer = Callable[[list[dict[str, float]]], list[float]]
+#: per choice, the statistics under every entropy variant -> P(correct) per choice
+Scorer = Callable[[list[dict[str, dict[str, float]]]], list[float]]
 
 
 def _loads(raw: bytes) -> Any:
@@ -220,13 +221,15 @@ class Instrumenter:
         """Features of every choice, and their scores when an estimator is loaded."""
         record.model = model if isinstance(model, str) else record.model
         for index, traj in sorted(extractor.trajectories.items()):
-            record.features[index] = traj.features(self.entropy_variant)
+            by_variant = {variant: traj.features(variant) for variant in ENTROPY_VARIANTS}
+            record.features_by_variant[index] = by_variant
+            record.features[index] = by_variant[self.entropy_variant]
             record.tokens[index] = len(traj)
             record.upstream_top_k[index] = traj.min_candidates
         record.scored = bool(record.features) and record.unscored_reason is None
         if not record.scored or self.scorer is None:
             return None
-        scores = [float(p) for p in self.scorer([record.features[i] for i in sorted(record.features)])]
+        scores = [float(p) for p in self.scorer([record.features_by_variant[i] for i in sorted(record.features)])]
         record.p_correct = scores
         return scores
 

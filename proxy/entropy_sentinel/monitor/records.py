@@ -21,6 +21,8 @@ class RequestRecord:
     unscored_reason: str | None = None
     #: per choice index: the trajectory statistics
     features: dict[int, dict[str, float]] = field(default_factory=dict)
+    #: per choice index: the statistics under every entropy variant (for estimator studies)
+    features_by_variant: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     tokens: dict[int, int] = field(default_factory=dict)
     #: fewest candidates any token carried upstream, per choice (20 when top-20 was really forced)
     upstream_top_k: dict[int, int | None] = field(default_factory=dict)
@@ -36,10 +38,11 @@ class RequestRecord:
                 "tokens": self.tokens.get(i, 0),
                 "upstream_top_k": self.upstream_top_k.get(i),
                 "features": f,
+                "features_by_variant": self.features_by_variant.get(i, {}),
             }
             for i, f in sorted(self.features.items())
         ]
-        for key in ("features", "tokens", "upstream_top_k"):
+        for key in ("features", "features_by_variant", "tokens", "upstream_top_k"):
             del out[key]
         return out
 
