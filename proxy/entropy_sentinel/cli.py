@@ -1,4 +1,4 @@
-"""Command line: ``entropy-sentinel serve`` (more subcommands join as they are built)."""
+"""Command line: ``entropy-sentinel serve | collect | train | evaluate | prepare``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -71,6 +72,52 @@ def prepare(cfg: SentinelConfig) -> int:
     return 0
 
 
+def collect_cmd(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from entropy_sentinel.collect import collect, parse_slice
+
+    stats = asyncio.run(
+        collect(
+            args.proxy, args.benchmark, Path(args.out), parse_slice(args.slice), args.limit,
+            args.concurrency, args.style, args.model,
+        )
+    )
+    accuracy = stats.correct / stats.written if stats.written else float("nan")
+    print(
+        f"{args.benchmark}: {stats.written} written (accuracy {accuracy:.3f}), {stats.skipped_done} already done, "
+        f"{stats.unscored} unscored, {stats.failed} failed -> {args.out}"
+    )
+    return 1 if stats.failed and not stats.written else 0
+
+
+def train_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from entropy_sentinel.estimator.training import train
+
+    metadata = train(args.traces, args.out, method=args.method, variant=args.variant)
+    validation = metadata["validation"]
+    print(json.dumps({"artifact": args.out, "estimator": metadata["estimator"], "validation": validation}, indent=1))
+    return 0
+
+
+def evaluate_cmd(args: argparse.Namespace) -> int:
+    from entropy_sentinel.estimator.protocol import group_by_benchmark, read_traces, run_protocol
+    from entropy_sentinel.estimator.report_eval import write_evaluation
+
+    grouped = group_by_benchmark(t for t in read_traces(args.traces) if t.get("label") is not None)
+    ks = tuple(int(k) for k in args.ks.split(","))
+    result = run_protocol(
+        grouped, args.estimators.split(","), ks=ks, max_combinations=args.max_combinations,
+        variant=args.variant, n_jobs=args.jobs,
+    )
+    written = write_evaluation(result.rows, result.summary, Path(args.out), result.reliability)
+    print((Path(args.out) / "summary.md").read_text() if (Path(args.out) / "summary.md").exists() else "")
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="entropy-sentinel",
@@ -84,6 +131,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="bind port (default 8080)")
     p.add_argument("--estimator", help="estimator artifact (skops) from `entropy-sentinel train`: adds P(correct)")
+    p = sub.add_parser("collect", help="send a benchmark through a running proxy, grade, write labelled traces")
+    p.add_argument("--proxy", required=True, help="proxy base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--benchmark", required=True, help="benchmark name (gsm8k, svamp, math_l1, ...) or a JSONL file")
+    p.add_argument("--slice", action="append", default=[], metavar="K=V", help="slice tag added to every trace")
+    p.add_argument("--limit", type=int, help="items to send (a fixed, seeded subsample)")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--style", choices=("completion", "chat"), default="completion",
+                   help="few-shot completion prompts (base models) or chat prompts (instruction models)")
+    p.add_argument("--model", help="model name to request (default: the upstream's first)")
+    p.add_argument("--out", required=True, help="traces JSONL (appended; items already there are skipped)")
+
+    p = sub.add_parser("train", help="fit the P(correct) estimator on labelled traces, write a skops artifact")
+    p.add_argument("--traces", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", default=None, help="estimator (default: the shipped winner)")
+    p.add_argument("--variant", default="topk", help="entropy variant: topk, renormalized, tail_lumped, tail_uniform")
+
+    p = sub.add_parser("evaluate", help="the paper's protocol: every estimator on every training composition")
+    p.add_argument("--traces", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="output directory (CSV, markdown, PNG)")
+    p.add_argument("--estimators", default="paper_forest,atc,logistic,transfer_logistic,monotone_boost")
+    p.add_argument("--ks", default="1,2,3,4")
+    p.add_argument("--max-combinations", type=int, default=30, help="cap on training compositions per k")
+    p.add_argument("--variant", default="topk")
+    p.add_argument("--jobs", type=int, default=2)
+
     p = sub.add_parser("prepare", help="build and cache the embedded upstream (llama-server + Gemma) ahead of time")
     p.add_argument("--config", help="YAML config file")
     return parser
@@ -91,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("collect", "train", "evaluate"):
+        logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        if args.command == "train" and args.method is None:
+            from entropy_sentinel.estimator.training import DEFAULT_METHOD
+
+            args.method = DEFAULT_METHOD
+        return {"collect": collect_cmd, "train": train_cmd, "evaluate": evaluate_cmd}[args.command](args)
     try:
         cfg = load_config(args.config, _serve_overrides(args) if args.command == "serve" else None)
     except (ConfigError, OSError) as exc:

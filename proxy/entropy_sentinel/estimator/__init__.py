@@ -1,0 +1,1 @@
+"""P(correct) from decoding entropy: benchmark loaders, prompts, graders, estimators and their evaluation."""

@@ -1,0 +1,78 @@
+"""``entropy-sentinel train``: fit an estimator on labelled traces, validate it across benchmarks,
+write a skops artifact that records what it was trained on and how well it transferred."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+
+from entropy_sentinel.estimator.artifact import save_artifact
+from entropy_sentinel.estimator.estimators import make_estimator
+from entropy_sentinel.estimator.metrics import spearman
+from entropy_sentinel.estimator.protocol import benchmark_data, group_by_benchmark, read_traces, run_protocol
+
+#: the estimator `train` fits unless told otherwise (see docs/results.md for the study behind it)
+DEFAULT_METHOD = "transfer_logistic"
+
+
+def validate_across_benchmarks(
+    grouped: dict[str, list[dict[str, Any]]], estimator: Any, variant: str, progress: bool = True
+) -> dict[str, Any]:
+    """Leave-one-benchmark-out: each benchmark is estimated by a model that never saw it."""
+    if len(grouped) < 2:
+        return {"note": "one benchmark only: no cross-benchmark validation possible"}
+    result = run_protocol(
+        grouped, {"candidate": clone(estimator)}, ks=(len(grouped) - 1,), variant=variant, n_jobs=2, progress=progress
+    )
+    rows = result.rows
+    est = np.array([r["est_acc"] for r in rows])
+    true = np.array([r["true_acc"] for r in rows])
+    return {
+        "protocol": "leave-one-benchmark-out",
+        "per_benchmark": {r["heldout"]: {"est_acc": r["est_acc"], "true_acc": r["true_acc"], "aee": r["aee"]} for r in rows},
+        "median_aee": float(np.median(np.abs(est - true))),
+        "spearman": float(spearman(est, true)) if len(rows) > 2 else float("nan"),
+        "mean_auroc": float(np.nanmean([r["auroc"] for r in rows])),
+    }
+
+
+def train(
+    trace_paths: Sequence[str | Path],
+    out: str | Path,
+    method: str = DEFAULT_METHOD,
+    variant: str = "topk",
+    params: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit ``method`` on every trace, save the artifact; returns its metadata."""
+    traces = [t for t in read_traces(trace_paths) if t.get("label") is not None]
+    if not traces:
+        raise ValueError("no labelled traces in " + ", ".join(map(str, trace_paths)))
+    grouped = group_by_benchmark(traces)
+    estimator = make_estimator(method, **(params or {}))
+    features = tuple(estimator.features)
+    data = benchmark_data(grouped, features, variant)
+    X = np.vstack([d.matrix(features) for d in data.values()])
+    y = np.concatenate([d.y for d in data.values()])
+    groups = np.concatenate([np.full(d.y.size, name, dtype=object) for name, d in data.items()])
+    validation = validate_across_benchmarks(grouped, estimator, variant, progress)
+    estimator.fit(X, y, groups=groups)
+    models = Counter(str(t.get("model")) for t in traces)
+    ks = [t["k"] for t in traces if isinstance(t.get("k"), int)]
+    metadata = {
+        "estimator": method,
+        "params": estimator.get_params(),
+        "features": list(features),
+        "entropy_variant": variant,
+        "k": min(ks) if ks else None,
+        "model": models.most_common(1)[0][0],
+        "training_benchmarks": {name: {"n": int(d.y.size), "accuracy": float(d.y.mean())} for name, d in data.items()},
+        "validation": validation,
+    }
+    save_artifact(out, estimator, metadata)
+    return metadata
