@@ -35,7 +35,11 @@ async def running_proxy(
     upstream_url: str, dialect: str = "auto", **overrides: dict[str, Any]
 ) -> AsyncIterator[RunningProxy]:
     """The proxy in-process. Scripted upstreams pass their dialect (no ``/v1/models`` probe to script)."""
-    overrides = {**overrides, "upstream": {"dialect": dialect, **overrides.get("upstream", {})}}
+    overrides = {
+        **overrides,
+        "upstream": {"dialect": dialect, **overrides.get("upstream", {})},
+        "store": {"path": "", **overrides.get("store", {})},  # tests that want a store pass a path
+    }
     cfg = load_config(overrides=overrides, environ={})
     app = create_app(cfg, upstream_url)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)

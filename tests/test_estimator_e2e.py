@@ -66,7 +66,7 @@ async def test_train_then_serve_scores_real_responses(traces, llama_url, tmp_pat
     assert loaded["features"] == metadata["features"]
 
     scorer = ArtifactScorer.load(artifact)
-    cfg = load_config(environ={})
+    cfg = load_config(overrides={"store": {"path": ""}}, environ={})
     from aiohttp import web
 
     app = create_app(cfg, llama_url, scorer=scorer)

@@ -40,7 +40,7 @@ def served(tmp_path):
             [sys.executable, "-m", "entropy_sentinel", "serve", "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "SENTINEL_LOGGING_LEVEL": "DEBUG"},
+            env={**os.environ, "SENTINEL_LOGGING_LEVEL": "DEBUG", "SENTINEL_STORE_PATH": str(tmp_path / "s.db")},
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

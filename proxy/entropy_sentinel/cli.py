@@ -166,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("collect", "train", "evaluate"):
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        for noisy in ("httpx", "httpx2", "openai"):  # one line per request would drown the progress bar
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         if args.command == "train" and args.method is None:
             from entropy_sentinel.estimator.training import DEFAULT_METHOD
 

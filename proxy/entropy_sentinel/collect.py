@@ -64,7 +64,9 @@ def parse_slice(pairs: Iterable[str]) -> dict[str, str]:
 
 
 async def _record(session: aiohttp.ClientSession, root: str, request_id: str) -> dict[str, Any]:
-    async with session.get(f"{root}/sentinel/v1/requests/{request_id}") as resp:
+    token = os.environ.get("SENTINEL_ADMIN_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with session.get(f"{root}/sentinel/v1/requests/{request_id}", headers=headers) as resp:
         resp.raise_for_status()
         return await resp.json()
 

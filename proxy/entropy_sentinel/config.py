@@ -71,6 +71,39 @@ class SignalConfig:
 
 
 @dataclass
+class MonitorConfig:
+    #: live slices tracked (metric series, counters); traffic of further slices counts as `other`
+    max_slices: int = 1000
+    #: two-sided level of every interval
+    level: float = 0.9
+    #: labels a slice needs before its estimate is recalibrated with them
+    min_labels: int = 30
+    #: API key (or "sha256:<hex>" of it) -> tenant; overrides any tenant a client sends
+    api_key_tenants: dict[str, str] = field(default_factory=dict)
+    #: fraction of requests forced and scored; the rest pass untouched (bounds the logprob cost)
+    sample_rate: float = 1.0
+    #: per slice ("tenant=acme" or a full canonical slice) fraction, overriding sample_rate
+    slice_sample_rates: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StoreConfig:
+    #: SQLite file of request records; empty disables the store
+    path: str = "~/.local/share/entropy-sentinel/sentinel.db"
+    batch_size: int = 500
+    flush_interval_s: float = 1.0
+    retention_days: float = 30.0
+    #: keep prompt and completion text in the store (for "where to acquire data next" exports)
+    capture_content: bool = False
+
+
+@dataclass
+class AdminConfig:
+    #: bearer token for /sentinel/v1/* and /sentinel/metrics; empty = open (bind to loopback then)
+    token: str = ""
+
+
+@dataclass
 class EstimatorConfig:
     #: skops artifact written by `entropy-sentinel train`; empty = no scoring (features only)
     path: str = ""
@@ -90,11 +123,30 @@ class SentinelConfig:
     local: LocalUpstreamConfig = field(default_factory=LocalUpstreamConfig)
     signal: SignalConfig = field(default_factory=SignalConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 def _coerce(value: Any, kind: Any, where: str, errors: list[str]) -> Any:
     origin = typing.get_origin(kind)
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) or {}
+            except yaml.YAMLError:
+                pass
+        if not isinstance(value, Mapping):
+            errors.append(f"{where}: expected a mapping, got {type(value).__name__}")
+            return None
+        _, value_kind = typing.get_args(kind)
+        out = {}
+        for k, v in value.items():
+            coerced = _coerce(v, value_kind, f"{where}[{k}]", errors)
+            if coerced is not None:
+                out[str(k)] = coerced
+        return out
     if origin in (typing.Union, types.UnionType):
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
     if isinstance(value, str) and kind is not str:
@@ -128,7 +180,7 @@ def _apply(target: Any, values: Mapping[str, Any], prefix: str, errors: list[str
             errors.append(f"{where}: unknown key (known: {', '.join(sorted(names))})")
             continue
         current = getattr(target, key)
-        if dataclasses.is_dataclass(current):
+        if dataclasses.is_dataclass(current) and not isinstance(current, type):
             if not isinstance(value, Mapping):
                 errors.append(f"{where}: expected a mapping")
             else:
@@ -158,6 +210,13 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
         errors.append("signal.top_k: must be between 1 and 20 (vLLM caps logprobs at 20 by default)")
     if cfg.signal.entropy_variant not in ENTROPY_VARIANTS:
         errors.append(f"signal.entropy_variant: choose one of {', '.join(ENTROPY_VARIANTS)}")
+    if cfg.monitor.max_slices < 1:
+        errors.append("monitor.max_slices: must be at least 1")
+    if not 0.5 <= cfg.monitor.level < 1.0:
+        errors.append("monitor.level: must be in [0.5, 1)")
+    rates = [cfg.monitor.sample_rate, *cfg.monitor.slice_sample_rates.values()]
+    if any(not 0.0 <= r <= 1.0 for r in rates):
+        errors.append("monitor.sample_rate / slice_sample_rates: fractions in [0, 1]")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         errors.append("logging.level: choose DEBUG, INFO, WARNING or ERROR")
 

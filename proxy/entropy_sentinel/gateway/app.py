@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 import aiohttp
-import orjson
 from aiohttp import web
 
-from entropy_sentinel import __version__
 from entropy_sentinel.config import SentinelConfig
-from entropy_sentinel.gateway.errors import error_response
+from entropy_sentinel.gateway.admin import ADMIN_TOKEN_KEY, INSTRUMENTER_KEY, MONITOR_KEY, RECORDS_KEY, add_routes, admin_auth
 from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.instrumented import Instrumenter, Scorer
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
 from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
+from entropy_sentinel.monitor.hub import Monitor
+from entropy_sentinel.monitor.intervals import transfer_rms
 from entropy_sentinel.monitor.records import RecentRecords
+from entropy_sentinel.monitor.slices import SliceRegistry
+from entropy_sentinel.monitor.store import SQLiteStore
+
+__all__ = ["INSTRUMENTER_KEY", "MONITOR_KEY", "RECORDS_KEY", "UPSTREAM_KEY", "create_app"]
 
 UPSTREAM_KEY = web.AppKey("upstream", UpstreamHTTP)
-INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)
-RECORDS_KEY = web.AppKey("records", RecentRecords)
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 log = logging.getLogger(__name__)
 
 
@@ -41,10 +41,6 @@ def model_ids(listing: object) -> list[str]:
     return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(data, list) else []
 
 
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
-
-
 async def _chat(request: web.Request) -> web.StreamResponse:
     return await request.app[INSTRUMENTER_KEY].handle(request, "chat")
 
@@ -57,34 +53,37 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     return await forward(request, request.app[UPSTREAM_KEY])
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    instrumenter = request.app[INSTRUMENTER_KEY]
-    return _json(
-        {
-            "status": "ok",
-            "version": __version__,
-            "upstream": request.app[UPSTREAM_KEY].base_url,
-            "upstream_dialect": instrumenter.dialect.name,
-            "estimator_loaded": instrumenter.scorer is not None,
-        }
+def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
+    metadata = getattr(scorer, "metadata", None) or {}
+    slices = SliceRegistry(
+        cfg.monitor.max_slices, cfg.monitor.level, transfer_rms(metadata.get("validation")), cfg.monitor.min_labels
     )
-
-
-async def _request_record(request: web.Request) -> web.Response:
-    request_id = request.match_info["request_id"]
-    record = request.app[RECORDS_KEY].get(request_id) if _REQUEST_ID.match(request_id) else None
-    if record is None:
-        return error_response(404, "No finished request with that id (it may be too old).", code="request_not_found")
-    return _json(record.to_json())
+    store = None
+    if cfg.store.path:
+        store = SQLiteStore(cfg.store.path, cfg.store.batch_size, cfg.store.flush_interval_s, cfg.store.retention_days)
+    return Monitor(
+        slices,
+        store,
+        cfg.monitor.api_key_tenants,
+        cfg.monitor.sample_rate,
+        cfg.monitor.slice_sample_rates,
+        cfg.store.capture_content,
+    )
 
 
 def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = None) -> web.Application:
     """The proxy in front of ``upstream_url`` (an OpenAI-compatible base URL)."""
-    app = web.Application(client_max_size=int(cfg.server.max_body_mb * 1024 * 1024))
+    app = web.Application(client_max_size=int(cfg.server.max_body_mb * 1024 * 1024), middlewares=[admin_auth])
     records = RecentRecords(cfg.server.recent_requests)
     app[RECORDS_KEY] = records
+    app[ADMIN_TOKEN_KEY] = cfg.admin.token
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        monitor = build_monitor(cfg, scorer)
+        app[MONITOR_KEY] = monitor
+        if monitor.store is not None:
+            replayed = await asyncio.to_thread(monitor.replay_store)
+            log.info("store %s: %d records replayed into the slice counters", monitor.store.path, replayed)
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream
         dialect = cfg.upstream.dialect
@@ -97,15 +96,16 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
                 log.warning(warning)
         log.info("upstream dialect: %s", dialect)
         app[INSTRUMENTER_KEY] = Instrumenter(
-            upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, scorer=scorer, dialect=DIALECTS[dialect]
+            upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, scorer=scorer,
+            dialect=DIALECTS[dialect], monitor=monitor,
         )
         yield
         await upstream.close()
+        await asyncio.to_thread(monitor.close)  # drains the store's queue: a clean stop loses nothing
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_route("*", "/v1/{tail:.*}", _forward)
-    app.router.add_get("/sentinel/healthz", _healthz)
-    app.router.add_get("/sentinel/v1/requests/{request_id}", _request_record)
+    add_routes(app)
     return app

@@ -25,7 +25,9 @@ from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.sse import DONE, SSEDecoder, encode_comment, encode_data, parse_event
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP, classify_error, request_headers, response_headers
 from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, Dialect, Endpoint, LogprobPlan, plan_logprobs
+from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
+from entropy_sentinel.monitor.slices import SliceError
 from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,16 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw)  # orjson refuses integers beyond 64 bits; the stdlib does not
 
 
+def _first_text(obj: Any) -> str | None:
+    """The first choice's text (chat message content or completion text), for opt-in capture."""
+    try:
+        choice = obj["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice.get("text")
+    except (KeyError, IndexError, TypeError):
+        return None
+    return text[:65536] if isinstance(text, str) else None
+
+
 def refuses_logprobs(payload: bytes) -> bool:
     """An upstream error that names logprobs (vLLM above --max-logprobs, reasoning models)."""
     return b"logprob" in payload.lower()
@@ -58,9 +70,11 @@ class Instrumenter:
         entropy_variant: str = "topk",
         scorer: Scorer | None = None,
         dialect: Dialect = DIALECTS["openai"],
+        monitor: Monitor | None = None,
     ) -> None:
         self.upstream = upstream
         self.dialect = dialect
+        self.monitor = monitor
         self.records = records
         self.top_k = top_k
         self.entropy_variant = entropy_variant
@@ -70,6 +84,13 @@ class Instrumenter:
         record = RequestRecord(request_id=uuid.uuid4().hex, route=endpoint)
         started = time.perf_counter()
         ids = {REQUEST_ID_HEADER: record.request_id}
+        if self.monitor is not None:
+            try:
+                record.slice = self.monitor.slice_of(
+                    request.headers.get("X-Sentinel-Slice"), request.headers.get("Authorization")
+                )
+            except SliceError as exc:
+                return error_response(400, str(exc), code="invalid_slice", param="X-Sentinel-Slice", headers=ids)
         raw = await request.read()
         try:
             obj = _loads(raw)
@@ -80,10 +101,13 @@ class Instrumenter:
             record.status = 400
             return error_response(400, "The request body must be a JSON object.", code="invalid_body", headers=ids)
         record.stream = obj.get("stream") is True
-        plan = plan_logprobs(obj, endpoint, self.top_k, self.dialect)
+        sampled = self.monitor is None or self.monitor.sampled(record.slice)
+        plan = plan_logprobs(obj, endpoint, self.top_k, self.dialect) if sampled else None
+        if self.monitor is not None and self.monitor.capture_content:
+            record.prompt = orjson.dumps(obj.get("messages", obj.get("prompt"))).decode()[:65536]
         try:
             if plan is None:
-                record.unscored_reason = "logprob_fields_not_understood"
+                record.unscored_reason = "not_sampled" if not sampled else "logprob_fields_not_understood"
                 response = await forward(request, self.upstream, raw, ids)
             else:
                 plan.original_body = raw
@@ -98,6 +122,8 @@ class Instrumenter:
         finally:
             record.latency_s = time.perf_counter() - started
             self.records.add(record)
+            if self.monitor is not None:
+                self.monitor.finish(record)
             log.info(
                 "request_id=%s route=%s status=%s scored=%s latency_ms=%.1f overhead_ms=%.2f",
                 record.request_id, endpoint, record.status, record.scored,
@@ -141,6 +167,8 @@ class Instrumenter:
             record.unscored_reason = "upstream_body_not_json"
             return web.Response(status=status, body=payload, headers=headers)
         extractor = ChoiceExtractor(plan, self.top_k)
+        if self.monitor is not None and self.monitor.capture_content:
+            record.completion = _first_text(obj)
         body = orjson.dumps(obj) if extractor.process_body(obj) else payload
         scores = self._finish(record, extractor, obj.get("model") if isinstance(obj, dict) else None)
         if scores is not None:
@@ -242,6 +270,16 @@ class _StreamRelay:
         self.record = record
         self.extractor = ChoiceExtractor(plan, owner.top_k)
         self.done = False
+        self.capture = owner.monitor is not None and owner.monitor.capture_content
+        self._parts: list[str] = []
+
+    def _capture(self, obj: dict[str, Any]) -> None:
+        for choice in obj.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                if isinstance(text, str):
+                    self._parts.append(text)
 
     def rewrite(self, events: list[bytes]) -> bytes:
         t0 = time.perf_counter()
@@ -271,12 +309,16 @@ class _StreamRelay:
             return raw + b"\n\n"
         if self.record.model is None and isinstance(obj.get("model"), str):
             self.record.model = obj["model"]
+        if self.capture:
+            self._capture(obj)
         if self.extractor.process_body(obj):
             return encode_data(orjson.dumps(obj))
         return raw + b"\n\n"
 
     def close(self) -> bytes:
         """The ``: sentinel {...}`` comment with the score (SSE clients ignore comments)."""
+        if self.capture:
+            self.record.completion = "".join(self._parts)[:65536]
         scores = self.owner._finish(self.record, self.extractor, self.record.model)
         payload = {"request_id": self.record.request_id, "scored": self.record.scored, "p_correct": scores}
         return encode_comment(b"sentinel " + orjson.dumps(payload))

@@ -12,6 +12,8 @@ from typing import Any
 class RequestRecord:
     request_id: str
     route: str
+    #: canonical slice key ("" untagged, "other" past the live-slice bound)
+    slice: str = ""
     started_at: float = field(default_factory=time.time)
     status: int = 0
     stream: bool = False
@@ -29,6 +31,10 @@ class RequestRecord:
     p_correct: list[float | None] | None = None
     latency_s: float | None = None
     overhead_s: float = 0.0
+    label: int | None = None
+    #: prompt and completion text, kept only when the operator enabled capture (never serialized)
+    prompt: str | None = None
+    completion: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -42,7 +48,7 @@ class RequestRecord:
             }
             for i, f in sorted(self.features.items())
         ]
-        for key in ("features", "features_by_variant", "tokens", "upstream_top_k"):
+        for key in ("features", "features_by_variant", "tokens", "upstream_top_k", "prompt", "completion"):
             del out[key]
         return out
 

@@ -1,0 +1,136 @@
+"""The proxy's own endpoints under ``/sentinel/``: health, records, slices, feedback, metrics, export.
+
+Everything but ``/sentinel/healthz`` is an admin route: when ``admin.token`` is configured it takes
+``Authorization: Bearer <token>`` (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from entropy_sentinel import __version__
+from entropy_sentinel.gateway.errors import error_response
+from entropy_sentinel.gateway.instrumented import Instrumenter
+from entropy_sentinel.monitor.hub import Monitor, feedback_payload
+from entropy_sentinel.monitor.records import RecentRecords
+
+INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)
+RECORDS_KEY = web.AppKey("records", RecentRecords)
+MONITOR_KEY = web.AppKey("monitor", Monitor)
+ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[ADMIN_TOKEN_KEY]
+    path = request.path
+    if token and path.startswith("/sentinel/") and path != "/sentinel/healthz":
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return error_response(401, "This admin route needs Authorization: Bearer <admin token>.", code="unauthorized")
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    instrumenter = request.app[INSTRUMENTER_KEY]
+    return _json(
+        {
+            "status": "ok",
+            "version": __version__,
+            "upstream": instrumenter.upstream.base_url,
+            "upstream_dialect": instrumenter.dialect.name,
+            "estimator_loaded": instrumenter.scorer is not None,
+        }
+    )
+
+
+async def request_record(request: web.Request) -> web.Response:
+    request_id = request.match_info["request_id"]
+    if not _REQUEST_ID.match(request_id):
+        return error_response(404, "No finished request with that id.", code="request_not_found")
+    record = request.app[RECORDS_KEY].get(request_id)
+    if record is not None:
+        return _json(record.to_json())
+    store = request.app[MONITOR_KEY].store
+    row = await asyncio.to_thread(store.get, request_id) if store is not None else None
+    if row is None:
+        return error_response(404, "No finished request with that id (it may be too old).", code="request_not_found")
+    row.pop("prompt", None), row.pop("completion", None)
+    return _json(row)
+
+
+async def slices(request: web.Request) -> web.Response:
+    monitor = request.app[MONITOR_KEY]
+    registry = monitor.slices
+    return _json(
+        {
+            "level": registry.level,
+            "tau": registry.tau,
+            "method": "label-free: mean P(correct) +- z*sqrt(sum p(1-p)/n^2 + tau^2); labelled: Wilson; "
+            "recalibrated: prediction-powered inference (see monitor/intervals.py)",
+            "slices": registry.snapshot(),
+        }
+    )
+
+
+async def feedback(request: web.Request) -> web.Response:
+    try:
+        request_id, correct = feedback_payload(orjson.loads(await request.read()))
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, ValueError) and not isinstance(exc, orjson.JSONDecodeError) else "not JSON"
+        return error_response(400, f"Invalid feedback: {message}.", code="invalid_feedback")
+    monitor = request.app[MONITOR_KEY]
+    record = request.app[RECORDS_KEY].get(request_id)
+    if record is not None:
+        slice_key, p, labelled = record.slice, (record.p_correct or [None])[0], record.label is not None
+    else:
+        row = await asyncio.to_thread(monitor.store.get, request_id) if monitor.store is not None else None
+        if row is None:
+            return error_response(404, "No request with that id to label.", code="request_not_found")
+        slice_key, p, labelled = row["slice"], row["p_correct"], row["label"] is not None
+    if labelled:
+        return error_response(409, "That request is already labelled.", code="already_labelled")
+    if record is not None:
+        record.label = int(correct)
+    monitor.label(monitor.slices.admit(slice_key), correct, p, request_id)
+    return _json({"request_id": request_id, "correct": correct, "slice": slice_key})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[MONITOR_KEY].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def export(request: web.Request) -> web.Response:
+    store = request.app[MONITOR_KEY].store
+    if store is None:
+        return error_response(404, "No store is configured.", code="no_store")
+    try:
+        since = float(request.query.get("since", "0"))
+        limit = min(int(request.query.get("limit", "10000")), 100_000)
+    except ValueError:
+        return error_response(400, "since and limit must be numbers.", code="invalid_query")
+    return _json({"records": await asyncio.to_thread(store.export, since, limit)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/sentinel/healthz", healthz)
+    app.router.add_get("/sentinel/metrics", metrics)
+    app.router.add_get("/sentinel/v1/requests/{request_id}", request_record)
+    app.router.add_get("/sentinel/v1/slices", slices)
+    app.router.add_post("/sentinel/v1/feedback", feedback)
+    app.router.add_get("/sentinel/v1/export", export)

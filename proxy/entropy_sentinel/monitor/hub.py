@@ -1,0 +1,132 @@
+"""What happens to a finished request: slice counters, Prometheus metrics, the store, feedback."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from typing import Any
+
+from entropy_sentinel.monitor.metrics import Metrics
+from entropy_sentinel.monitor.records import RequestRecord
+from entropy_sentinel.monitor.slices import SliceRegistry, canonical, parse_slice
+from entropy_sentinel.monitor.store import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    def __init__(
+        self,
+        slices: SliceRegistry,
+        store: SQLiteStore | None = None,
+        api_key_tenants: dict[str, str] | None = None,
+        sample_rate: float = 1.0,
+        slice_sample_rates: dict[str, float] | None = None,
+        capture_content: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.slices = slices
+        self.metrics = Metrics(slices)
+        self.store = store
+        self.capture_content = capture_content
+        self.sample_rate = sample_rate
+        self.slice_sample_rates = dict(slice_sample_rates or {})
+        self._rng = rng or random.Random()
+        # keys may be configured in clear or as "sha256:<hex>" so the config need not hold secrets
+        self._tenants: dict[str, str] = {}
+        for key, tenant in (api_key_tenants or {}).items():
+            digest = key[len("sha256:") :].lower() if key.startswith("sha256:") else hashlib.sha256(key.encode()).hexdigest()
+            self._tenants[digest] = tenant
+
+    # -- request start ---------------------------------------------------------------------------
+    def slice_of(self, header: str | None, authorization: str | None) -> str:
+        """The canonical (and admitted) slice key; raises SliceError on a malformed header."""
+        tags = parse_slice(header)
+        if self._tenants and authorization and authorization.lower().startswith("bearer "):
+            tenant = self._tenants.get(hashlib.sha256(authorization[7:].strip().encode()).hexdigest())
+            if tenant is not None:
+                tags["tenant"] = tenant  # the configured map wins over any client-sent tenant
+        return self.slices.admit(canonical(tags))
+
+    def sampled(self, slice_key: str) -> bool:
+        """Whether to force logprobs and score this request (bounds the upstream's extra cost)."""
+        rate = self.slice_sample_rates.get(slice_key)
+        if rate is None:
+            for pair in slice_key.split(","):
+                if pair in self.slice_sample_rates:
+                    rate = self.slice_sample_rates[pair]
+                    break
+        rate = self.sample_rate if rate is None else rate
+        return rate >= 1.0 or self._rng.random() < rate
+
+    # -- request end -----------------------------------------------------------------------------
+    def finish(self, record: RequestRecord) -> None:
+        m = self.metrics
+        m.requests.labels(record.route, record.slice, str(record.status)).inc()
+        m.overhead.observe(record.overhead_s)
+        if record.unscored_reason and record.unscored_reason.startswith("upstream"):
+            m.upstream_errors.labels(record.unscored_reason).inc()
+        now = record.started_at
+        self.slices.record_request(record.slice, now)
+        for p in record.p_correct or ():
+            m.scored.labels(record.slice).inc()
+            m.p_correct.labels(record.slice).observe(p)
+            self.slices.record_score(record.slice, p, now)
+        if self.store is not None:
+            first = sorted(record.features)[0] if record.features else None
+            self.store.enqueue(
+                {
+                    "request_id": record.request_id,
+                    "ts": record.started_at,
+                    "slice": record.slice,
+                    "route": record.route,
+                    "model": record.model,
+                    "status": record.status,
+                    "scored": record.scored,
+                    "p_correct": record.p_correct[0] if record.p_correct else None,
+                    "p_correct_all": record.p_correct,
+                    "features": record.features.get(first) if first is not None else None,
+                    "tokens": sum(record.tokens.values()) if record.tokens else None,
+                    "latency_s": record.latency_s,
+                    "prompt": record.prompt if self.capture_content else None,
+                    "completion": record.completion if self.capture_content else None,
+                }
+            )
+
+    def label(self, slice_key: str, correct: bool, p: float | None, request_id: str) -> None:
+        self.slices.record_label(slice_key, int(correct), p, time.time())
+        if self.store is not None:
+            self.store.label(request_id, int(correct))
+
+    def replay_store(self) -> int:
+        """Rebuild the slice counters from the store (after a restart). Returns rows replayed."""
+        if self.store is None:
+            return 0
+        n = 0
+        for ts, key, p, label in self.store.replay():
+            key = self.slices.admit(key)
+            self.slices.record_request(key, ts)
+            if p is not None:
+                self.slices.record_score(key, p, ts)
+            if label is not None:
+                self.slices.record_label(key, int(label), p, ts)
+            n += 1
+        return n
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def feedback_payload(body: Any) -> tuple[str, bool]:
+    """Validate ``{"request_id": ..., "correct": true}``; ValueError with a safe message otherwise."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    request_id, correct = body.get("request_id"), body.get("correct")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 64 or not request_id.isalnum():
+        raise ValueError("request_id must be the X-Sentinel-Request-Id of a response")
+    if not isinstance(correct, bool):
+        raise ValueError("correct must be true or false")
+    return request_id, correct

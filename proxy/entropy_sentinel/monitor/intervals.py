@@ -1,0 +1,87 @@
+"""Slice accuracy estimates with intervals, from additive sufficient statistics.
+
+Three estimates, each with a two-sided interval at ``level`` (normal approximation):
+
+* **Label-free** (no labels in the slice): Â = mean P(correct). If the estimator were calibrated on
+  this slice, A − Â would only carry sampling noise, variance Σ p(1−p) / n². It is not exactly
+  calibrated on a new slice: its error there is modelled as a draw from the spread of errors it made
+  on benchmarks it never saw (leave-one-benchmark-out, recorded in the artifact's metadata), RMS τ.
+  Half-width: z · sqrt(Σ p(1−p) / n² + τ²). τ dominates once n is more than a few hundred: the
+  interval is honest about transfer error, which more traffic cannot remove.
+* **Observed** (labelled responses only): Wilson score interval of k correct out of m.
+* **Recalibrated** (once a slice has enough labels): prediction-powered inference (Angelopoulos et
+  al., 2023): θ = mean over all n of p + mean over the m labelled of (y − p). Its variance,
+  var(p)/n + var(y − p)/m, needs no τ: the labels measure this slice's own bias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+
+def z_value(level: float) -> float:
+    return NormalDist().inv_cdf(0.5 + level / 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    estimate: float
+    lower: float
+    upper: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "lower": self.lower, "upper": self.upper}
+
+
+def _clip(estimate: float, half: float) -> Interval:
+    return Interval(estimate, max(0.0, estimate - half), min(1.0, estimate + half))
+
+
+def label_free(n: int, sum_p: float, sum_p2: float, level: float = 0.9, tau: float = 0.0) -> Interval | None:
+    """Â and its interval from n, Σp, Σp² of the slice's scored responses."""
+    if n <= 0:
+        return None
+    estimate = sum_p / n
+    sampling = max(sum_p - sum_p2, 0.0) / (n * n)  # Σ p(1−p) / n²
+    return _clip(estimate, z_value(level) * math.sqrt(sampling + tau * tau))
+
+
+def observed(m: int, correct: float, level: float = 0.9) -> Interval | None:
+    """Wilson score interval of the labelled responses' accuracy."""
+    if m <= 0:
+        return None
+    z = z_value(level)
+    p = correct / m
+    denom = 1.0 + z * z / m
+    centre = (p + z * z / (2 * m)) / denom
+    half = z * math.sqrt(p * (1 - p) / m + z * z / (4 * m * m)) / denom
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+def recalibrated(
+    n: int,
+    sum_p: float,
+    sum_p2: float,
+    m: int,
+    sum_r: float,
+    sum_r2: float,
+    level: float = 0.9,
+) -> Interval | None:
+    """Prediction-powered estimate: all n scores plus the residuals r = y − p of the m labelled."""
+    if n <= 1 or m <= 1:
+        return None
+    mean_p = sum_p / n
+    var_p = max(sum_p2 / n - mean_p * mean_p, 0.0) * n / (n - 1)
+    mean_r = sum_r / m
+    var_r = max(sum_r2 / m - mean_r * mean_r, 0.0) * m / (m - 1)
+    estimate = min(max(mean_p + mean_r, 0.0), 1.0)
+    return _clip(estimate, z_value(level) * math.sqrt(var_p / n + var_r / m))
+
+
+def transfer_rms(validation: dict | None) -> float:
+    """τ: the RMS of an artifact's leave-one-benchmark-out errors (0 when it has none)."""
+    per = (validation or {}).get("per_benchmark") or {}
+    errors = [v["est_acc"] - v["true_acc"] for v in per.values() if v.get("est_acc") is not None]
+    return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else 0.0

@@ -1,0 +1,166 @@
+"""Slice tags and per-slice counters.
+
+A slice is a set of tags from the ``X-Sentinel-Slice: domain=algebra,tenant=acme`` request header
+(at most 4 pairs, keys and values ``[A-Za-z0-9_.:-]{1,64}``), canonically written with keys sorted.
+A configured API-key -> tenant map overrides any client-sent ``tenant``. At most ``max_slices`` live
+slices are tracked; traffic of any further slice is counted under ``other``, so hostile or careless
+tags can grow neither memory nor metric series.
+
+Counters are additive sufficient statistics (n, Σp, Σp², and for labels m, Σy, Σr, Σr² with
+r = y − p) kept lifetime and in 5-minute buckets covering the last day, so windows are sums.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from entropy_sentinel.monitor.intervals import label_free, observed, recalibrated
+
+OTHER = "other"
+MAX_PAIRS = 4
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+BUCKET_S = 300
+BUCKETS = 288  # one day of 5-minute buckets
+WINDOWS = {"1h": 3600, "24h": 86400}
+# columns of a counter row
+N, SUM_P, SUM_P2, M, SUM_Y, SUM_R, SUM_R2, REQUESTS = range(8)
+_COLS = 8
+
+
+class SliceError(ValueError):
+    """A malformed ``X-Sentinel-Slice`` header; the message is safe to send back (no echo)."""
+
+
+def parse_slice(header: str | None) -> dict[str, str]:
+    """``"domain=algebra,tenant=acme"`` -> ``{"domain": "algebra", "tenant": "acme"}``."""
+    if header is None or not header.strip():
+        return {}
+    pairs = [p.strip() for p in header.split(",")]
+    if len(pairs) > MAX_PAIRS:
+        raise SliceError(f"X-Sentinel-Slice carries at most {MAX_PAIRS} key=value pairs")
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not _TOKEN.match(key) or not _TOKEN.match(value):
+            raise SliceError("X-Sentinel-Slice pairs must be key=value with [A-Za-z0-9_.:-]{1,64} on each side")
+        if key in tags:
+            raise SliceError("X-Sentinel-Slice repeats a key")
+        tags[key] = value
+    return tags
+
+
+def canonical(tags: Mapping[str, str]) -> str:
+    """Keys sorted, ``k=v,k=v``; the empty slice is ``""``."""
+    return ",".join(f"{k}={tags[k]}" for k in sorted(tags))
+
+
+def tags_of(key: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in key.split(",")) if key and key != OTHER else {}
+
+
+@dataclass
+class SliceCounter:
+    """Lifetime totals and a ring of 5-minute buckets for one slice."""
+
+    lifetime: np.ndarray = field(default_factory=lambda: np.zeros(_COLS))
+    ring: np.ndarray = field(default_factory=lambda: np.zeros((BUCKETS, _COLS)))
+    ring_epoch: np.ndarray = field(default_factory=lambda: np.full(BUCKETS, -1, dtype=np.int64))
+
+    def _row(self, now: float) -> np.ndarray:
+        epoch = int(now // BUCKET_S)
+        i = epoch % BUCKETS
+        if self.ring_epoch[i] != epoch:
+            self.ring[i] = 0.0
+            self.ring_epoch[i] = epoch
+        return self.ring[i]
+
+    def add(self, values: dict[int, float], now: float) -> None:
+        row = self._row(now)
+        for col, value in values.items():
+            self.lifetime[col] += value
+            row[col] += value
+
+    def window(self, seconds: float | None, now: float) -> np.ndarray:
+        if seconds is None:
+            return self.lifetime
+        newest = int(now // BUCKET_S)
+        oldest = newest - int(seconds // BUCKET_S) + 1
+        live = (self.ring_epoch >= oldest) & (self.ring_epoch <= newest)
+        return self.ring[live].sum(axis=0)
+
+
+class SliceRegistry:
+    """Bounded set of live slices and their counters."""
+
+    def __init__(self, max_slices: int = 1000, level: float = 0.9, tau: float = 0.0, min_labels: int = 30) -> None:
+        self.max_slices = max_slices
+        self.level = level
+        self.tau = tau
+        self.min_labels = min_labels
+        self.counters: dict[str, SliceCounter] = {}
+
+    def admit(self, key: str) -> str:
+        """The slice key to count under: itself while there is room, else ``other``."""
+        if key in self.counters or key == OTHER:
+            return key
+        if len(self.counters) >= self.max_slices:
+            return OTHER
+        self.counters[key] = SliceCounter()
+        return key
+
+    def _counter(self, key: str) -> SliceCounter:
+        counter = self.counters.get(key)
+        if counter is None:
+            counter = self.counters[key] = SliceCounter()
+        return counter
+
+    def record_request(self, key: str, now: float | None = None) -> None:
+        self._counter(key).add({REQUESTS: 1.0}, time.time() if now is None else now)
+
+    def record_score(self, key: str, p: float, now: float | None = None) -> None:
+        self._counter(key).add({N: 1.0, SUM_P: p, SUM_P2: p * p}, time.time() if now is None else now)
+
+    def record_label(self, key: str, y: int, p: float | None, now: float | None = None) -> None:
+        values = {M: 1.0, SUM_Y: float(y)}
+        if p is not None:
+            r = y - p
+            values.update({SUM_R: r, SUM_R2: r * r})
+        self._counter(key).add(values, time.time() if now is None else now)
+
+    def summary(self, key: str, now: float | None = None) -> dict:
+        """The slice's estimates, lifetime and per window, as ``/sentinel/v1/slices`` shows them."""
+        now = time.time() if now is None else now
+        counter = self.counters[key]
+        windows = {}
+        for name, seconds in (("lifetime", None), *WINDOWS.items()):
+            c = counter.window(seconds, now)
+            est = label_free(int(c[N]), c[SUM_P], c[SUM_P2], self.level, self.tau)
+            windows[name] = {
+                "requests": int(c[REQUESTS]),
+                "n_scored": int(c[N]),
+                **({"estimate": None, "lower": None, "upper": None} if est is None else est.as_dict()),
+            }
+        life = counter.lifetime
+        m = int(life[M])
+        obs = observed(m, life[SUM_Y], self.level)
+        recal = (
+            recalibrated(int(life[N]), life[SUM_P], life[SUM_P2], m, life[SUM_R], life[SUM_R2], self.level)
+            if m >= self.min_labels
+            else None
+        )
+        return {
+            "slice": key,
+            "tags": tags_of(key),
+            "windows": windows,
+            "labels": {"n": m, **(obs.as_dict() if obs else {"estimate": None, "lower": None, "upper": None})},
+            "recalibrated": recal.as_dict() if recal else None,
+        }
+
+    def snapshot(self, now: float | None = None) -> list[dict]:
+        return [self.summary(key, now) for key in sorted(self.counters)]

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Re-collects the study's labelled traces: the embedded llama-server + Gemma 3 270M behind the
+# proxy, one fixed prompt set, a fixed seeded subsample of each slice. Resumable (items already in
+# the output are skipped). ~30 min on 2 cores for 13 slices x 300 items.
+#   bash scripts/collect_study.sh [LIMIT] [OUT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIMIT=${1:-300}
+OUT=${2:-data/traces/gemma-3-270m.jsonl}
+SLICES="arith_1d arith_2d arith_3d arith_4d svamp mawps asdiv_a gsm8k gsm_symbolic math_l1 math_l2 arc_easy sciq mmlu_stem"
+PORT=${SENTINEL_STUDY_PORT:-18480}
+mkdir -p "$(dirname "$OUT")"
+.venv/bin/entropy-sentinel serve --port "$PORT" > "${OUT%.jsonl}.serve.log" 2>&1 &
+SERVE=$!
+trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
+for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/sentinel/healthz" >/dev/null && break; sleep 0.5; done
+for s in $SLICES; do
+  .venv/bin/entropy-sentinel collect --proxy "http://127.0.0.1:$PORT" --benchmark "$s" --limit "$LIMIT" \
+    --concurrency 4 --slice source=study --out "$OUT"
+done
