@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+bash scripts/system_deps.sh                 # chromium + promtool, only if missing
 .venv/bin/entropy-sentinel prepare          # ~8-15 min the first time on 2 cores, then cached
 .venv/bin/python -m pytest "$@"

@@ -70,3 +70,30 @@ def vllm_url():
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+# small, quick, and spread in difficulty for a 270M base model
+COLLECT_BENCHMARKS = {"arith_1d": 16, "arith_2d": 16, "svamp": 16, "mawps": 16}
+
+
+@pytest.fixture(scope="session")
+async def collected_traces(llama_url, tmp_path_factory):
+    """Labelled traces collected now through the proxy from the real llama-server + Gemma."""
+    from entropy_sentinel.collect import collect
+    from tests.harness import running_proxy
+
+    out = tmp_path_factory.mktemp("traces") / "traces.jsonl"
+    async with running_proxy(llama_url) as proxy:
+        for name, limit in COLLECT_BENCHMARKS.items():
+            stats = await collect(proxy.root, name, out, {"tenant": "ci"}, limit=limit, concurrency=4, progress=False)
+            assert stats.written + stats.unscored == limit and stats.failed == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(collected_traces, tmp_path_factory):
+    from entropy_sentinel.estimator.training import train
+
+    path = tmp_path_factory.mktemp("artifact") / "estimator.skops"
+    train([collected_traces], path, method="logistic", progress=False)
+    return path

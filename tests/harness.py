@@ -32,7 +32,7 @@ class RunningProxy:
 
 @contextlib.asynccontextmanager
 async def running_proxy(
-    upstream_url: str, dialect: str = "auto", **overrides: dict[str, Any]
+    upstream_url: str, dialect: str = "auto", scorer: Any = None, **overrides: dict[str, Any]
 ) -> AsyncIterator[RunningProxy]:
     """The proxy in-process. Scripted upstreams pass their dialect (no ``/v1/models`` probe to script)."""
     overrides = {
@@ -41,7 +41,7 @@ async def running_proxy(
         "store": {"path": "", **overrides.get("store", {})},  # tests that want a store pass a path
     }
     cfg = load_config(overrides=overrides, environ={})
-    app = create_app(cfg, upstream_url)
+    app = create_app(cfg, upstream_url, scorer=scorer)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

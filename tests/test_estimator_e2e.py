@@ -22,25 +22,21 @@ from entropy_sentinel.estimator.protocol import benchmark_data, group_by_benchma
 from entropy_sentinel.estimator.scorer import ArtifactScorer
 from entropy_sentinel.estimator.training import train
 from entropy_sentinel.gateway.app import create_app
+from tests.conftest import COLLECT_BENCHMARKS
 from tests.harness import running_proxy
 
 pytestmark = pytest.mark.llama
 
-# small, quick, and spread in difficulty for a 270M base model
-BENCHMARKS = {"arith_1d": 16, "arith_2d": 16, "svamp": 16, "mawps": 16}
+BENCHMARKS = COLLECT_BENCHMARKS
 
 
 @pytest.fixture(scope="module")
-async def traces(llama_url, tmp_path_factory):
-    out = tmp_path_factory.mktemp("traces") / "traces.jsonl"
+async def traces(collected_traces, llama_url):
+    # an interrupted run resumes: nothing is sent twice
     async with running_proxy(llama_url) as proxy:
-        for name, limit in BENCHMARKS.items():
-            stats = await collect(proxy.root, name, out, {"tenant": "ci"}, limit=limit, concurrency=4, progress=False)
-            assert stats.written + stats.unscored == limit and stats.failed == 0
-        # an interrupted run resumes: nothing is sent twice
-        again = await collect(proxy.root, "svamp", out, limit=16, progress=False)
-        assert again.written == 0 and again.skipped_done == 16
-    return out
+        again = await collect(proxy.root, "svamp", collected_traces, limit=16, progress=False)
+    assert again.written == 0 and again.skipped_done == 16
+    return collected_traces
 
 
 def test_collected_traces_are_complete_and_hold_no_text(traces):

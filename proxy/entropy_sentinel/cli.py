@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,6 +119,36 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_cmd(args: argparse.Namespace) -> int:
+    from entropy_sentinel.monitor.report import (
+        ReportError,
+        build_report,
+        parse_since,
+        proxy_settings,
+        records_from_db,
+        records_from_proxy,
+        tau_from_artifact,
+    )
+
+    try:
+        since = parse_since(args.since)
+        records = records_from_proxy(args.proxy, args.token, since) if args.proxy else records_from_db(args.db, since)
+        settings = proxy_settings(args.proxy, args.token) if args.proxy else {}
+        tau = args.tau if args.tau is not None else (
+            tau_from_artifact(args.estimator) if args.estimator else settings.get("tau", 0.0)
+        )
+        level = args.level if args.level is not None else settings.get("level", 0.9)
+        files = build_report(
+            records, args.out, level=level, tau=tau, min_labels=args.min_labels,
+            top_requests=args.top_requests, source=args.proxy or args.db,
+        )
+    except ReportError as exc:
+        print(f"entropy-sentinel report: {exc}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="entropy-sentinel",
@@ -157,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="topk")
     p.add_argument("--jobs", type=int, default=2)
 
+    p = sub.add_parser("report", help="slice estimates with intervals, time series, reliability: HTML/PNG + JSON")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--proxy", help="running proxy base URL")
+    source.add_argument("--db", help="the proxy's SQLite store")
+    p.add_argument("--out", required=True)
+    p.add_argument("--token", default=os.environ.get("SENTINEL_ADMIN_TOKEN"), help="admin token (env SENTINEL_ADMIN_TOKEN)")
+    p.add_argument("--since", help="unix seconds, ISO time, or an age (24h, 7d)")
+    p.add_argument("--tau", type=float, help="estimator transfer error for the intervals (default: the proxy's)")
+    p.add_argument("--estimator", help="artifact whose validation gives tau")
+    p.add_argument("--level", type=float)
+    p.add_argument("--min-labels", type=int, default=30)
+    p.add_argument("--top-requests", type=int, default=20)
+
     p = sub.add_parser("prepare", help="build and cache the embedded upstream (llama-server + Gemma) ahead of time")
     p.add_argument("--config", help="YAML config file")
     return parser
@@ -164,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("collect", "train", "evaluate"):
+    if args.command in ("collect", "train", "evaluate", "report"):
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         for noisy in ("httpx", "httpx2", "openai"):  # one line per request would drown the progress bar
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -172,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from entropy_sentinel.estimator.training import DEFAULT_METHOD
 
             args.method = DEFAULT_METHOD
-        return {"collect": collect_cmd, "train": train_cmd, "evaluate": evaluate_cmd}[args.command](args)
+        commands = {"collect": collect_cmd, "train": train_cmd, "evaluate": evaluate_cmd, "report": report_cmd}
+        return commands[args.command](args)
     try:
         cfg = load_config(args.config, _serve_overrides(args) if args.command == "serve" else None)
     except (ConfigError, OSError) as exc:

@@ -105,13 +105,13 @@ class Monitor:
         if self.store is None:
             return 0
         n = 0
-        for ts, key, p, label in self.store.replay():
+        for ts, key, p_all, p, label, label_ts in self.store.replay():
             key = self.slices.admit(key)
             self.slices.record_request(key, ts)
-            if p is not None:
-                self.slices.record_score(key, p, ts)
-            if label is not None:
-                self.slices.record_label(key, int(label), p, ts)
+            for score in p_all:  # every choice, as finish() counts them
+                self.slices.record_score(key, score, ts)
+            if label is not None:  # at the time the label arrived, as the live path does
+                self.slices.record_label(key, int(label), p, label_ts if label_ts is not None else ts)
             n += 1
         return n
 

@@ -139,14 +139,14 @@ class SliceRegistry:
         counter = self.counters[key]
         windows = {}
         for name, seconds in (("lifetime", None), *WINDOWS.items()):
-            c = counter.window(seconds, now)
+            c = counter.window(seconds, now).tolist()  # plain floats for JSON
             est = label_free(int(c[N]), c[SUM_P], c[SUM_P2], self.level, self.tau)
             windows[name] = {
                 "requests": int(c[REQUESTS]),
                 "n_scored": int(c[N]),
                 **({"estimate": None, "lower": None, "upper": None} if est is None else est.as_dict()),
             }
-        life = counter.lifetime
+        life = counter.lifetime.tolist()
         m = int(life[M])
         obs = observed(m, life[SUM_Y], self.level)
         recal = (

@@ -152,15 +152,18 @@ class SQLiteStore:
     def export(self, since: float = 0.0, limit: int = 10_000) -> list[dict[str, Any]]:
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT * FROM requests WHERE ts >= ? ORDER BY ts LIMIT ?", (since, limit)
+                "SELECT * FROM requests WHERE ts >= ? ORDER BY ts, request_id LIMIT ?", (since, limit)
             ).fetchall()
         return [_row_out(r) for r in rows]
 
-    def replay(self) -> Iterator[tuple[float, str, float | None, int | None]]:
-        """(ts, slice, p_correct, label) of every retained request, oldest first."""
+    def replay(self) -> Iterator[tuple[float, str, list[float], float | None, int | None, float | None]]:
+        """(ts, slice, every choice's P(correct), first P, label, label_ts) of each retained request."""
         conn = self._connect()
         try:
-            yield from conn.execute("SELECT ts, slice, p_correct, label FROM requests ORDER BY ts")
+            for ts, key, p_all, p, label, label_ts in conn.execute(
+                "SELECT ts, slice, p_correct_all, p_correct, label, label_ts FROM requests ORDER BY ts, request_id"
+            ):
+                yield ts, key, json.loads(p_all) if p_all else [], p, label, label_ts
         finally:
             conn.close()
 

@@ -1,0 +1,420 @@
+"""Plots (PNG bytes) and the self-contained HTML page of ``entropy-sentinel report``.
+
+Figures are ``matplotlib.figure.Figure`` objects on the Agg canvas, never pyplot global state. The
+page embeds the PNGs as data URIs, carries its CSS inline and a Content-Security-Policy that allows
+no script and no request: opened from disk it reaches nothing. Every string that comes from traffic
+(slice keys, request ids, prompts, completions) goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+MAX_PLOT_SLICES = 40
+TIMESERIES_SLICES = 5
+MAX_TEXT = 1500  # characters of a prompt / completion shown on the page (the CSV has all of it)
+
+BLUE, GREEN, ORANGE, GREY = "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f"
+SERIES_COLORS = ("#d62728", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+
+
+def slice_name(key: str) -> str:
+    return key if key else "(untagged)"
+
+
+def _plain(text: str, limit: int = 48) -> str:
+    """A slice key as matplotlib text: no mathtext, bounded length."""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _png(fig: Any) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def plot_slices(data: dict[str, Any]) -> bytes | None:
+    """Estimates ranked worst-first (top row = worst) with interval bars; observed where labelled."""
+    from matplotlib.figure import Figure
+
+    slices = [s for s in data["slices"] if s["headline"] is not None][:MAX_PLOT_SLICES]
+    if not slices:
+        return None
+    rows = len(slices)
+    fig = Figure(figsize=(8.5, 1.6 + 0.34 * rows), dpi=110)
+    ax = fig.add_subplot()
+    y = np.arange(rows)[::-1].astype(float)  # rank 1 at the top
+    seen: set[str] = set()
+
+    def mark(kind: str, iv: dict[str, float] | None, yy: float, dy: float, **style: Any) -> None:
+        if iv is None or iv.get("estimate") is None:
+            return
+        lo, hi = iv["estimate"] - iv["lower"], iv["upper"] - iv["estimate"]
+        ax.errorbar(iv["estimate"], yy + dy, xerr=[[lo], [hi]], capsize=3, lw=1.4,
+                    label=None if kind in seen else kind, **style)
+        seen.add(kind)
+
+    level = round(100 * data["level"])
+    for s, yy in zip(slices, y, strict=True):
+        mark(f"label-free estimate ({level}% interval)", s["estimate"], yy, 0.0, fmt="o", color=BLUE, ms=6)
+        labels = s["labels"]
+        if labels["n"] > 0:
+            mark("observed accuracy (labelled, Wilson)", labels, yy, -0.22, fmt="D", color=ORANGE, ms=5,
+                 alpha=0.85)
+        mark("recalibrated (labels + scores)", s["recalibrated"], yy, 0.22, fmt="s", color=GREEN, ms=5)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{s['rank']}. {_plain(slice_name(s['slice']))}" for s in slices], fontsize="small")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.7, rows - 0.3)
+    ax.set_xlabel("accuracy")
+    shown = "" if len(slices) == len([s for s in data["slices"] if s["headline"]]) else f" ({rows} worst shown)"
+    ax.set_title(f"Slice accuracy, worst first{shown}", fontsize="medium")
+    ax.grid(axis="x", alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    order = sorted(range(len(names)), key=lambda i: ("label-free" not in names[i], "observed" not in names[i]))
+    ax.legend([handles[i] for i in order], [names[i] for i in order], fontsize="x-small", loc="lower center",
+              bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    ax.set_title(ax.get_title(), fontsize="medium", pad=22)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _series(points: list[dict[str, Any]], width: float) -> tuple[list[datetime], np.ndarray, np.ndarray, np.ndarray]:
+    """Bucket midpoints and estimate / lower / upper, with a NaN where buckets are missing (a gap)."""
+    xs: list[datetime] = []
+    est, lo, hi = [], [], []
+    prev_end = None
+    for p in points:
+        if p["estimate"] is None:
+            continue
+        if prev_end is not None and p["start"] > prev_end + 1e-6:
+            xs.append(_utc((prev_end + p["start"]) / 2))
+            est.append(np.nan), lo.append(np.nan), hi.append(np.nan)
+        xs.append(_utc(p["start"] + width / 2))
+        est.append(p["estimate"]), lo.append(p["lower"]), hi.append(p["upper"])
+        prev_end = p["end"]
+    return xs, np.array(est, float), np.array(lo, float), np.array(hi, float)
+
+
+def plot_timeseries(data: dict[str, Any]) -> bytes | None:
+    """Label-free estimate per time bucket with its band: all traffic, then one panel per slice for the
+    worst-ranked few (all traffic repeated dashed in each, for reference)."""
+    from matplotlib import dates as mdates
+    from matplotlib.figure import Figure
+
+    width = data["bucket_s"]
+    overall = data["totals"]["overall_timeseries"]
+    if not any(p["estimate"] is not None for p in overall):
+        return None
+    picks = [s for s in data["slices"] if any(p["estimate"] is not None for p in s["timeseries"])]
+    picks = picks[:TIMESERIES_SLICES] if len(picks) > 1 else []
+    panels = [("all traffic", overall, GREY)] + [
+        (f"{s['rank']}. {_plain(slice_name(s['slice']), 44)}", s["timeseries"], c)
+        for s, c in zip(picks, SERIES_COLORS, strict=False)
+    ]
+    cols = 1 if len(panels) == 1 else 2
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(5.2 * cols, 0.6 + 2.4 * rows), dpi=110)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    ref = _series(overall, width)
+    locator = mdates.AutoDateLocator(tz=UTC, maxticks=6)
+    for ax, (title, points, color) in zip(axes, panels, strict=False):
+        xs, est, lo, hi = _series(points, width)
+        if points is not overall:
+            ax.plot(ref[0], ref[1], color=GREY, lw=1, ls="--")
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
+        ax.plot(xs, est, color=color, lw=1.6, marker="o", ms=3)
+        ax.set_title(title, fontsize="small", loc="left")
+        ax.set_ylim(0, 1)
+        ax.set_xlim(_utc(overall[0]["start"]), _utc(overall[-1]["end"]))  # never a zero-width range
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[len(panels) - cols: len(panels)]:
+        ax.tick_params(labelbottom=True)
+    span = f"{width // 3600} h" if width >= 3600 else f"{width // 60} min"
+    fig.suptitle(f"Label-free estimate per {span} bucket, {round(100 * data['level'])}% band "
+                 "(dashed: all traffic), time UTC", fontsize="medium")
+    fig.supylabel("estimated accuracy", fontsize="small")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_reliability(data: dict[str, Any]) -> bytes | None:
+    """Binned predicted P(correct) against the observed accuracy of labelled responses."""
+    from matplotlib.figure import Figure
+
+    rel = data.get("reliability")
+    if not rel:
+        return None
+    fig = Figure(figsize=(5.5, 6), dpi=110)
+    gs = fig.add_gridspec(2, 1, height_ratios=(3.2, 1), hspace=0.08)
+    ax = fig.add_subplot(gs[0])
+    hist = fig.add_subplot(gs[1], sharex=ax)
+    count = np.array(rel["count"], float)
+    used = count > 0
+    conf = np.array([np.nan if v is None else v for v in rel["mean_p"]], float)
+    acc = np.array([np.nan if v is None else v for v in rel["accuracy"]], float)
+    sizes = 15 + 120 * count[used] / max(count.max(), 1.0)
+    ax.plot([0, 1], [0, 1], color=GREY, lw=1, ls="--", label="perfect calibration")
+    ax.plot(conf[used], acc[used], color=BLUE, lw=1.2)
+    ax.scatter(conf[used], acc[used], s=sizes, color=BLUE, zorder=3, label="bins (size = responses)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("observed accuracy")
+    ece = rel["ece"]
+    ax.set_title(f"Reliability on {rel['n']} labelled responses" + ("" if ece is None else f" — ECE {ece:.3f}"),
+                 fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="upper left")
+    ax.tick_params(labelbottom=False)
+    edges = np.array(rel["edges"], float)
+    hist.bar(edges[:-1], count, width=np.diff(edges), align="edge", color=BLUE, alpha=0.5, edgecolor="white")
+    hist.set_xlabel("predicted P(correct)")
+    hist.set_ylabel("responses")
+    fig.subplots_adjust(left=0.14, right=0.96, top=0.93, bottom=0.09)
+    return _png(fig)
+
+
+def render_plots(data: dict[str, Any]) -> dict[str, bytes]:
+    """``{"slices": png, "timeseries": png, "reliability": png}`` for those with data to show."""
+    out = {}
+    for name, fn in (("slices", plot_slices), ("timeseries", plot_timeseries), ("reliability", plot_reliability)):
+        png = fn(data)
+        if png is not None:
+            out[name] = png
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- page
+
+CSS = """
+:root { --ink:#1b1f24; --mute:#5b6470; --line:#d9dde3; --bg:#f6f7f9; --bad:#c0392b; --blue:#1f77b4;
+        --orange:#ff7f0e; --green:#2ca02c; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+       color:var(--ink); background:var(--bg); }
+main { max-width:1200px; margin:0 auto; padding:24px 28px 48px; }
+h1 { font-size:22px; margin:0 0 4px; } h2 { font-size:18px; margin:32px 0 10px; }
+h3 { font-size:15px; margin:22px 0 6px; }
+.sub { color:var(--mute); margin:0 0 16px; }
+.cards { display:flex; flex-wrap:wrap; gap:10px; margin:12px 0; }
+.card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px 14px; min-width:150px; }
+.card b { display:block; font-size:20px; } .card span { color:var(--mute); font-size:12px; }
+.note { background:#fff8e1; border:1px solid #f1d27a; border-radius:6px; padding:8px 12px; margin:8px 0; }
+table { border-collapse:collapse; width:100%; background:#fff; border:1px solid var(--line); }
+th, td { padding:5px 8px; border-bottom:1px solid var(--line); text-align:right; vertical-align:top; }
+th { background:#eef0f3; font-weight:600; font-size:12px; position:sticky; top:0; }
+td.slice, th.slice, td.text, td.rid { text-align:left; }
+td.slice { font-family:ui-monospace,"DejaVu Sans Mono",monospace; font-size:13px; min-width:200px; }
+td.slice .tag { white-space:nowrap; }
+table.acquire { width:auto; min-width:45%; } table.acquire.texts { width:100%; }
+td.rid { font-family:ui-monospace,"DejaVu Sans Mono",monospace; font-size:12px; }
+td { white-space:nowrap; } td.slice, td.text { white-space:normal; }
+.iv { color:var(--mute); font-size:12px; }
+.bar { position:relative; width:160px; height:14px; background:#eef0f3; border-radius:3px; }
+.bar .span { position:absolute; top:3px; height:8px; background:rgba(31,119,180,.35); border-radius:2px; }
+.bar .pt { position:absolute; top:0; width:2px; height:14px; background:var(--blue); }
+.bar .obs { position:absolute; top:3px; width:8px; height:8px; margin-left:-4px; background:var(--orange);
+            transform:rotate(45deg); }
+figure { margin:16px 0; background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px; }
+figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
+figcaption { color:var(--mute); font-size:12px; margin-top:6px; }
+pre { margin:0; white-space:pre-wrap; word-break:break-word; font-size:12px; max-height:12em; overflow:auto;
+      font-family:ui-monospace,"DejaVu Sans Mono",monospace; }
+.method { color:var(--mute); font-size:13px; } .method li { margin:4px 0; }
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _iv(iv: dict[str, Any] | None) -> str:
+    return "—" if iv is None or iv.get("lower") is None else f"[{iv['lower']:.3f}, {iv['upper']:.3f}]"
+
+
+def _time(ts: float | None) -> str:
+    return "—" if ts is None else _utc(ts).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _bar(s: dict[str, Any]) -> str:
+    h = s["headline"]
+    if h is None:
+        return ""
+    lo, hi, est = (100 * h[k] for k in ("lower", "upper", "estimate"))
+    parts = [f'<div class="span" style="left:{lo:.1f}%;width:{max(hi - lo, 0.5):.1f}%"></div>',
+             f'<div class="pt" style="left:{est:.1f}%"></div>']
+    if s["labels"]["n"] > 0 and s["labels"]["estimate"] is not None:
+        parts.append(f'<div class="obs" style="left:{100 * s["labels"]["estimate"]:.1f}%" title="observed"></div>')
+    return f'<div class="bar">{"".join(parts)}</div>'
+
+
+def _slice_cell(key: str) -> str:
+    """The slice key, one unbreakable chip per ``k=v`` pair (the cell's text is the key itself)."""
+    if not key:
+        return "(untagged)"
+    pairs = key.split(",")
+    return ",".join(f'<span class="tag">{_e(p)}</span>' for p in pairs)
+
+
+def _with_iv(iv: dict[str, Any] | None) -> str:
+    if iv is None or iv.get("estimate") is None:
+        return "—"
+    return f'{iv["estimate"]:.3f} <span class="iv">{_iv(iv)}</span>'
+
+
+def _slice_table(data: dict[str, Any]) -> str:
+    level = round(100 * data["level"])
+    head = (
+        "<tr><th>#</th><th class='slice'>slice</th><th>requests</th><th>scored</th>"
+        f"<th>estimate [{level}% interval]</th><th>0 – 1</th><th>last 1 h</th><th>last 24 h</th>"
+        "<th>labels</th><th>observed</th><th>recalibrated</th></tr>"
+    )
+    rows = []
+    for s in data["slices"]:
+        w1, w24 = s["windows"]["1h"], s["windows"]["24h"]
+        rows.append(
+            f'<tr class="slice-row" data-rank="{s["rank"]}">'
+            f'<td>{s["rank"]}</td><td class="slice">{_slice_cell(s["slice"])}</td>'
+            f'<td>{s["requests"]}</td><td>{s["n"]}</td>'
+            f'<td class="est">{_with_iv(s["estimate"])}</td>'
+            f"<td>{_bar(s)}</td><td>{_f(w1['estimate'])}</td><td>{_f(w24['estimate'])}</td>"
+            f'<td>{s["labels"]["n"]}</td><td>{_with_iv(s["labels"])}</td><td>{_with_iv(s["recalibrated"])}</td></tr>'
+        )
+    return f'<table id="slices"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _clip_text(text: str) -> str:
+    if len(text) <= MAX_TEXT:
+        return _e(text)
+    return _e(text[:MAX_TEXT]) + f"\n<i>… {len(text) - MAX_TEXT} more characters in acquire_next.csv</i>"
+
+
+def _acquire(data: dict[str, Any]) -> str:
+    if not data["acquire_next"]:
+        return "<p class='sub'>No slice has an estimate yet: nothing to rank.</p>"
+    out = [
+        ("<p class='sub'>The slices whose accuracy could be lowest (smallest upper bound first), and in each "
+        "the unlabelled responses the estimator is least sure of. Labelling these (feedback API) tightens "
+        "the slice's interval where it matters; collecting more data like them improves the model where it "
+        "is weakest. Also in <code>acquire_next.csv</code>.</p>")
+    ]
+    for entry in data["acquire_next"]:
+        h = entry["headline"]
+        out.append(
+            f'<h3 class="acquire-slice">{entry["rank"]}. {_e(slice_name(entry["slice"]))} — '
+            f'{_e(h["source"].replace("_", "-"))} {_f(h["estimate"])} {_iv(h)}</h3>'
+        )
+        reqs = entry["requests"]
+        if not reqs:
+            why = ("Every scored response here is labelled already." if entry.get("scored") else
+                   "No scored responses here (no estimator was loaded): label more of this slice's traffic.")
+            out.append(f"<p class='sub'>{why}</p>")
+            continue
+        text_cols = [c for c in ("prompt", "completion") if any(c in r for r in reqs)]
+        head = "<tr><th>P(correct)</th><th class='slice'>request id</th><th>time</th>" + "".join(
+            f"<th class='slice'>{c}</th>" for c in text_cols) + "</tr>"
+        rows = []
+        for r in reqs:
+            cells = "".join(f'<td class="text"><pre>{_clip_text(r[c]) if c in r else ""}</pre></td>' for c in text_cols)
+            rows.append(f'<tr><td>{_f(r["p_correct"])}</td><td class="rid">{_e(r["request_id"])}</td>'
+                        f'<td>{_time(r["ts"])}</td>{cells}</tr>')
+        out.append(f'<table class="acquire{" texts" if text_cols else ""}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+    if not any("prompt" in r or "completion" in r for e in data["acquire_next"] for r in e["requests"]):
+        out.append("<p class='sub'>Prompt capture is off: only request ids are listed (enable capture in the "
+                   "proxy's store settings to see the texts here).</p>")
+    return "".join(out)
+
+
+def _img(pngs: dict[str, bytes], name: str, alt: str, caption: str) -> str:
+    if name not in pngs:
+        return ""
+    uri = "data:image/png;base64," + base64.b64encode(pngs[name]).decode("ascii")
+    return f'<figure id="fig-{name}"><img src="{uri}" alt="{_e(alt)}"><figcaption>{caption}</figcaption></figure>'
+
+
+def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    t = data["totals"]
+    level = round(100 * data["level"])
+    notes = []
+    if t["requests"] == 0:
+        notes.append("No records in this range: nothing to report yet.")
+    elif t["scored"] == 0:
+        notes.append("No response carries a P(correct): the proxy ran without an estimator "
+                     "(<code>serve --estimator F</code>), so only request counts and labels are shown.")
+    if t["requests"] and t["labelled"] == 0:
+        notes.append("No labels yet: estimates are label-free; send feedback (<code>POST /sentinel/v1/feedback"
+                     "</code>) to see observed and recalibrated accuracy.")
+    overall = t["estimate"]
+    cards = [
+        (f"{t['requests']}", "requests"), (f"{t['scored']}", "scored"), (f"{t['labelled']}", "labelled"),
+        (f"{t['slices']}", "slices"),
+        (_f(overall and overall["estimate"]), f"overall estimate {_iv(overall)}"),
+        (_f(t["observed"] and t["observed"]["estimate"]), f"observed accuracy {_iv(t['observed'])}"),
+    ]
+    rng = data["range"]
+    source = f"source {_e(data.get('source'))} · " if data.get("source") else ""
+    figs = "".join([
+        _img(pngs, "slices", "slice estimates ranked worst first",
+             f"Label-free estimate (blue, {level}% interval), observed accuracy of labelled responses (orange), "
+             "recalibrated estimate (green) per slice, worst first."),
+        _img(pngs, "timeseries", "estimate over time",
+             "Label-free estimate per time bucket for all traffic and the worst-ranked slices; shaded: interval."),
+        _img(pngs, "reliability", "reliability diagram",
+             "Predicted P(correct) against the observed accuracy of the labelled responses, in 10 bins."),
+    ])
+    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Entropy Sentinel report</title><style>{CSS}</style></head>
+<body><main>
+<h1>Entropy Sentinel — slice accuracy report</h1>
+<p class="sub">{source}records {_time(rng['first_ts'])} → {_time(rng['last_ts'])} · windows as of {_time(data['as_of'])}
+ · {level}% intervals · transfer error τ = {data['tau']:.3f} · recalibration from {data['min_labels']} labels</p>
+{"".join(f'<p class="note">{n}</p>' for n in notes)}
+<div class="cards">{"".join(f"<div class='card'><b>{v}</b><span>{_e(k)}</span></div>" for v, k in cards)}</div>
+<h2>Slices, worst first</h2>
+{_slice_table(data) if data["slices"] else "<p class='sub'>No slices.</p>"}
+<h2>Plots</h2>
+{figs or "<p class='sub'>No scored responses: nothing to plot.</p>"}
+<h2 id="acquire">Where to acquire data next</h2>
+{_acquire(data)}
+<h2>How to read this</h2>
+<ul class="method">
+<li><b>estimate</b>: mean predicted P(correct) of the slice's scored responses (label-free). Its interval adds
+ sampling noise to τ, the estimator's error on benchmarks it never saw, so it does not shrink below ±τ·z with
+ more traffic.</li>
+<li><b>observed</b>: accuracy of the labelled responses, Wilson interval.</li>
+<li><b>recalibrated</b>: once a slice has {data['min_labels']} labels, all scores plus the labelled residuals
+ (prediction-powered inference): the slice's own bias, measured. Ranking uses it when present, else the
+ label-free estimate, else the observed accuracy.</li>
+<li><b>last 1 h / 24 h</b>: label-free estimate over that window before the last recorded event.</li>
+</ul>
+</main></body></html>
+"""

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages the test suite uses: Chromium (the report is opened in a headless browser as a
+# person would) and promtool (from prometheus: checks and unit-tests the alert rules).
+# Installs only what is missing; needs root (or passwordless sudo) and apt-get.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "system_deps: apt-get not found; install ${need[*]} yourself (their tests are skipped otherwise)" >&2
+  exit 0
+fi
+$SUDO apt-get update -qq
+for pkg in "${need[@]}"; do
+  flags=()
+  [ "$pkg" = prometheus ] && flags=(--no-install-recommends)  # promtool only, not a server's extras
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${flags[@]}" "$pkg" >/dev/null
+done
