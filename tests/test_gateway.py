@@ -76,3 +76,26 @@ async def test_llamacpp_dialect_drops_the_chat_logprobs_key_like_llama_server_do
         assert ("logprobs" in choice) is has_key
         if has_key:
             assert choice["logprobs"] is None
+
+
+async def test_unsampled_slices_pass_untouched_and_unscored():
+    async def answer(request, up):
+        return web.json_response(
+            {"id": "c", "object": "text_completion", "created": 1, "model": "m",
+             "choices": [{"index": 0, "text": " 4", "logprobs": None, "finish_reason": "stop"}]}
+        )
+
+    overrides = {"monitor": {"slice_sample_rates": {"tenant=bulk": 0.0}}}
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="vllm", **overrides) as proxy:
+        async with aiohttp.ClientSession() as session:
+            for header in ("tenant=bulk,domain=x", "tenant=gold"):
+                async with session.post(proxy.url + "/completions", headers={"X-Sentinel-Slice": header},
+                                        json={"model": "m", "prompt": "2+2=", "max_tokens": 2}) as resp:
+                    assert resp.status == 200
+                    record = proxy.records.get(resp.headers["X-Sentinel-Request-Id"])
+                    if header.startswith("tenant=bulk"):
+                        assert record.unscored_reason == "not_sampled"
+    bulk, gold = up.seen
+    assert bulk.json() == {"model": "m", "prompt": "2+2=", "max_tokens": 2}  # not forced
+    assert gold.json()["logprobs"] == 20
+    assert "X-Sentinel-Slice" not in bulk.headers and "X-Sentinel-Slice" not in gold.headers
