@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from entropy_sentinel.config import LocalUpstreamConfig
 from entropy_sentinel.upstream import LocalLlamaServer
-from entropy_sentinel.upstream.llama_server import free_port
+from entropy_sentinel.upstream.llama_server import free_port, stop_process, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,21 +29,6 @@ def llama_url():
         server.stop()
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"vLLM not ready after {timeout:.0f} s")
-
-
 @pytest.fixture(scope="session")
 def vllm_url():
     """vLLM on the CPU, set up by scripts/setup_vllm.sh (or an already running one)."""
@@ -61,14 +44,10 @@ def vllm_url():
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=600)
+        wait_until_ready(f"http://127.0.0.1:{port}/v1/models", proc, 600, "vLLM")
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace_s=30)
         log.close()
 
 

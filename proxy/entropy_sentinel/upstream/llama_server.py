@@ -169,6 +169,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LocalLlamaServer:
     """A llama-server child process on a free loopback port, owned by whoever starts it."""
 
@@ -203,31 +231,17 @@ class LocalLlamaServer:
         return self.url
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.cfg.startup_timeout_s
         assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"llama-server not ready after {self.cfg.startup_timeout_s:.0f} s; see {self.log_path}")
+        try:
+            wait_until_ready(self.url + "/health", self.process, self.cfg.startup_timeout_s, "llama-server")
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise type(exc)(f"{exc}; see {self.log_path}") from None
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_process(proc)
 
     def __enter__(self) -> LocalLlamaServer:
         self.start()
