@@ -4,8 +4,8 @@
 1. CPU cost of the streaming rewrite per event (one token with 20 candidates, vLLM/llama.cpp shape),
    for a client that asked for no logprobs (the common case: parse, extract, strip, dump).
 2. CPU cost of a non-streaming response of 512 tokens.
-3. End to end over loopback against an instant scripted upstream: time to first token and total
-   time of a 256-token stream, direct vs through the proxy (median of runs).
+3. End to end over loopback against a scripted upstream that streams 256 tokens 2 ms apart (faster
+   than any real server): time to first token and total time, direct vs through the proxy.
 
     .venv/bin/python bench/overhead.py [--runs 30]
 """
@@ -25,30 +25,23 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from entropy_sentinel.gateway.instrumented import _StreamRelay  # noqa: E402
+from entropy_sentinel.gateway.instrumented import Instrumenter, _StreamRelay  # noqa: E402
 from entropy_sentinel.gateway.wire import ChoiceExtractor, plan_logprobs  # noqa: E402
-from entropy_sentinel.monitor.records import RequestRecord  # noqa: E402
+from entropy_sentinel.monitor.records import RecentRecords, RequestRecord  # noqa: E402
 from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse  # noqa: E402
 
 TOP = [(f"t{i}", math.log(0.5 / (i + 1))) for i in range(20)]
 
 
-class _Owner:  # the bits of an Instrumenter that the relay uses
-    top_k, entropy_variant, scorer = 20, "topk", None
-
-    def _finish(self, record, extractor, model):
-        from entropy_sentinel.gateway.instrumented import Instrumenter
-
-        return Instrumenter._finish(self, record, extractor, model)  # type: ignore[arg-type]
-
-
 def bench_stream_events(n: int = 20_000) -> float:
     plan = plan_logprobs({"messages": [], "stream": True}, "chat")
-    relay = _StreamRelay(_Owner(), plan, RequestRecord("bench", "chat"))  # type: ignore[arg-type]
+    owner = Instrumenter(upstream=None, records=RecentRecords(10))  # type: ignore[arg-type]
+    relay = _StreamRelay(owner, plan, RequestRecord("bench", "chat"))
     event = sse(chat_chunk("tok", TOP))[:-2]
     t0 = time.perf_counter()
     for _ in range(n):
         relay.rewrite([event])
+    relay.close()  # features of all n tokens, as at the end of a stream
     return (time.perf_counter() - t0) / n
 
 
@@ -66,7 +59,7 @@ def bench_unary(tokens: int = 512, reps: int = 50) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-async def bench_end_to_end(tokens: int, runs: int) -> dict[str, float]:
+async def bench_end_to_end(tokens: int, runs: int, gap_ms: float) -> dict[str, float]:
     import aiohttp
 
     async def instant(request, up):
@@ -74,6 +67,8 @@ async def bench_end_to_end(tokens: int, runs: int) -> dict[str, float]:
         await resp.prepare(request)
         for i in range(tokens):
             await resp.write(sse(chat_chunk("tok", TOP, "length" if i == tokens - 1 else None)))
+            if gap_ms:
+                await asyncio.sleep(gap_ms / 1000)
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
@@ -102,12 +97,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--gap-ms", type=float, default=2.0,
+                        help="pause between upstream tokens (real servers: 10-30 ms; 0 = one burst, which the "
+                             "proxy then rewrites as one chunk before the first byte leaves)")
     args = parser.parse_args()
     per_event = bench_stream_events()
     print(f"stream rewrite, 1 token x 20 candidates, client wants no logprobs: {per_event * 1e6:.1f} us/event")
     print(f"non-stream rewrite + features, 512 tokens x 20 candidates: {bench_unary() * 1e3:.2f} ms/response")
-    e2e = asyncio.run(bench_end_to_end(args.tokens, args.runs))
-    print(f"end to end, {args.tokens}-token stream from an instant upstream (median of {args.runs}):")
+    e2e = asyncio.run(bench_end_to_end(args.tokens, args.runs, args.gap_ms))
+    print(f"end to end, {args.tokens}-token stream, {args.gap_ms} ms between upstream tokens (median of {args.runs}):")
     print(f"  TTFT   direct {e2e['direct_ttft_ms']:.2f} ms   proxy {e2e['proxy_ttft_ms']:.2f} ms")
     print(f"  total  direct {e2e['direct_total_ms']:.2f} ms   proxy {e2e['proxy_total_ms']:.2f} ms"
           f"   (+{(e2e['proxy_total_ms'] - e2e['direct_total_ms']) / args.tokens * 1e3:.0f} us/token)")
