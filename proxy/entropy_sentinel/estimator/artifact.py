@@ -31,9 +31,9 @@ ALLOWED_TYPES: frozenset[str] = frozenset(
     {
         "entropy_sentinel.estimator.estimators.ATC",
         "entropy_sentinel.estimator.estimators.LogisticEstimator",
-        "entropy_sentinel.estimator.estimators.MonotoneBoost",
+        "entropy_sentinel.estimator.transfer.MonotoneBoost",
         "entropy_sentinel.estimator.estimators.PaperForest",
-        "entropy_sentinel.estimator.estimators.TransferLogistic",
+        "entropy_sentinel.estimator.transfer.TransferLogistic",
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._SigmoidCalibration",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

@@ -19,17 +19,17 @@ A training set with a single class (a benchmark the model always fails) cannot f
 every estimator then predicts that constant, which is also the best AEE-wise guess.
 """
 
+
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -49,136 +49,17 @@ __all__ = [
     "make_estimator",
 ]
 
-#: Sign of d P(correct) / d feature where it is known a priori: more entropy (or NLL) anywhere in the
-#: trajectory means less confidence, more top-k mass means a more peaked distribution. Shape
-#: statistics (std, skewness, kurtosis) and length depend on the task, so they stay unconstrained.
-EXPECTED_DIRECTION: Mapping[str, int] = {
-    "mean": -1,
-    "max": -1,
-    "q10": -1,
-    "q25": -1,
-    "q50": -1,
-    "q75": -1,
-    "q90": -1,
-    "sum": -1,
-    "nll_mean": -1,
-    "nll_max": -1,
-    "nll_sum": -1,
-    "perplexity": -1,
-    "topk_mass_mean": 1,
-}
-
-#: Levels of the trajectory that do not scale with answer length (``sum`` and ``n_tokens`` do, and
-#: answer length is mostly a property of the benchmark, which is what must not be learnt).
-ROBUST_FEATURES = ("mean", "std", "max", "q50", "q90")
-
-
-def feature_matrix(records: Sequence[Mapping[str, float]], features: Sequence[str]) -> np.ndarray:
-    """Rows of named features -> (n, len(features)) float matrix; a missing name is nan."""
-    out = np.full((len(records), len(features)), np.nan, dtype=np.float64)
-    for i, record in enumerate(records):
-        for j, name in enumerate(features):
-            value = record.get(name)
-            if value is not None:
-                out[i, j] = float(value)
-    return out
-
-
-def benchmark_weights(groups: np.ndarray | None, n: int) -> np.ndarray | None:
-    """Weights giving every benchmark the same total weight (mean weight 1); None without groups.
-
-    With them the weighted training accuracy is the mean of the per-benchmark accuracies, so one
-    large benchmark does not decide where the estimator puts its intercept.
-    """
-    if groups is None:
-        return None
-    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
-    return n / (counts.size * counts[inverse].astype(np.float64))
-
-
-def _signed_log(x: np.ndarray) -> np.ndarray:
-    """sign(x) log(1 + |x|): tames kurtosis, summed entropy and perplexity, keeps order and sign."""
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
-class _FeatureClassifier(ClassifierMixin, BaseEstimator):
-    """Shared input checks, missing-value filling and the single-class fallback."""
-
-    features: tuple[str, ...]
-
-    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        X = self._as_matrix(X)
-        y = np.asarray(y).reshape(-1)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
-        if X.shape[0] == 0:
-            raise ValueError("cannot fit on zero rows")
-        if not np.all(np.isin(y, (0, 1))):
-            raise ValueError("y must be 0 (wrong) / 1 (correct)")
-        y = y.astype(np.int64)
-        self.classes_ = np.array([0, 1])
-        self.n_features_in_ = X.shape[1]
-        with np.errstate(all="ignore"):
-            finite = np.where(np.isfinite(X), X, np.nan)
-            fill = np.nanmedian(finite, axis=0) if X.shape[0] else np.zeros(X.shape[1])
-        self.fill_values_ = np.where(np.isfinite(fill), fill, 0.0)
-        self.constant_: float | None = float(y.mean()) if np.unique(y).size < 2 else None
-        return self._fill(X), y
-
-    def _as_matrix(self, X: Any) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, {len(self.features)}), got shape {X.shape}")
-        if X.shape[1] != len(self.features):
-            raise ValueError(f"X has {X.shape[1]} columns but features names {len(self.features)}: {self.features}")
-        return X
-
-    def _fill(self, X: np.ndarray) -> np.ndarray:
-        bad = ~np.isfinite(X)
-        if bad.any():
-            X = np.where(bad, self.fill_values_[None, :], X)
-        return X
-
-    def _p_correct(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """(n, 2): column 1 is P(correct)."""
-        if not hasattr(self, "classes_"):
-            raise AttributeError(f"{type(self).__name__} is not fitted")
-        X = self._fill(self._as_matrix(X))
-        if self.constant_ is not None:
-            p = np.full(X.shape[0], self.constant_)
-        else:
-            p = np.clip(np.asarray(self._p_correct(X), dtype=np.float64).reshape(-1), 0.0, 1.0)
-        return np.column_stack([1.0 - p, p])
-
-    def predict(self, X: Any) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
-
-
-def _folds_have_both_classes(y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> bool:
-    return all(np.unique(y[tr]).size == 2 and np.unique(y[te]).size == 2 for tr, te in splits)
-
-
-def _cv_splits(
-    y: np.ndarray, groups: np.ndarray | None, n_splits: int, random_state: int | None
-) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Folds with both classes on each side: by benchmark when ``groups`` allows, else stratified.
-
-    None when the minority class is too small for even two stratified folds.
-    """
-    dummy = np.zeros((y.size, 1))
-    if groups is not None:
-        n_groups = np.unique(groups).size
-        if n_groups >= 2:
-            splits = list(GroupKFold(n_splits=min(n_splits, n_groups)).split(dummy, y, groups))
-            if _folds_have_both_classes(y, splits):
-                return splits
-    k = min(n_splits, int(np.bincount(y, minlength=2).min()))
-    if k < 2:
-        return None
-    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=random_state).split(dummy, y))
+from entropy_sentinel.estimator.base import (  # noqa: F401  (re-exported for callers)
+    EXPECTED_DIRECTION,
+    ROBUST_FEATURES,
+    _cv_splits,
+    _FeatureClassifier,
+    _folds_have_both_classes,
+    _signed_log,
+    benchmark_weights,
+    feature_matrix,
+)
+from entropy_sentinel.estimator.transfer import MonotoneBoost, TransferLogistic
 
 
 class PaperForest(_FeatureClassifier):
@@ -367,154 +248,6 @@ class LogisticEstimator(_FeatureClassifier):
     def _p_correct(self, X: np.ndarray) -> np.ndarray:
         assert self.model_ is not None
         return self.model_.predict_proba(self.scaler_.transform(self._transformed(X)))[:, 1]
-
-
-class TransferLogistic(_FeatureClassifier):
-    """Ours: a logistic model built to keep its *mean* right on a benchmark it has not seen.
-
-    * a few length-free trajectory levels (:data:`ROBUST_FEATURES`), signed-log, standardized;
-    * every training benchmark weighs the same (:func:`benchmark_weights`), so the intercept is the
-      mean of the benchmarks' accuracies rather than the largest one's;
-    * with ``monotone``, features whose coefficient comes out against :data:`EXPECTED_DIRECTION`
-      (collinear quantiles flip signs to fit one benchmark's quirks) are dropped and it refits;
-    * the inverse regularization C is chosen from ``C_grid`` by leave-one-benchmark-out mean AEE,
-      the product's own metric, when there are >= 2 training benchmarks; else ``default_C``.
-    """
-
-    def __init__(
-        self,
-        features: tuple[str, ...] = ROBUST_FEATURES,
-        C_grid: tuple[float, ...] = (0.01, 0.1, 1.0),
-        default_C: float = 0.1,
-        monotone: bool = True,
-        balance_benchmarks: bool = True,
-        max_iter: int = 1000,
-    ) -> None:
-        self.features = features
-        self.C_grid = C_grid
-        self.default_C = default_C
-        self.monotone = monotone
-        self.balance_benchmarks = balance_benchmarks
-        self.max_iter = max_iter
-
-    def _fit_one(
-        self, Z: np.ndarray, y: np.ndarray, w: np.ndarray | None, C: float
-    ) -> tuple[np.ndarray, StandardScaler | None, LogisticRegression | None, float]:
-        """Fit with sign pruning; returns (kept columns, scaler, model, constant if no model)."""
-        keep = np.arange(Z.shape[1])
-        if np.unique(y).size < 2:
-            return keep[:0], None, None, float(np.average(y, weights=w))
-        while keep.size:
-            scaler = StandardScaler().fit(Z[:, keep])
-            model = LogisticRegression(C=C, max_iter=self.max_iter)
-            model.fit(scaler.transform(Z[:, keep]), y, sample_weight=w)
-            if not self.monotone:
-                return keep, scaler, model, float("nan")
-            signs = np.array([EXPECTED_DIRECTION.get(self.features[j], 0) for j in keep])
-            wrong = (signs * model.coef_[0]) < 0
-            if not wrong.any():
-                return keep, scaler, model, float("nan")
-            # drop the most wrong-signed one and refit: a correlated neighbour usually takes over
-            keep = np.delete(keep, int(np.argmin(np.where(wrong, signs * model.coef_[0], np.inf))))
-        return keep, None, None, float(np.average(y, weights=w))
-
-    @staticmethod
-    def _predict_one(Z: np.ndarray, fitted: tuple) -> np.ndarray:
-        keep, scaler, model, constant = fitted
-        if model is None:
-            return np.full(Z.shape[0], constant)
-        return model.predict_proba(scaler.transform(Z[:, keep]))[:, 1]
-
-    def fit(self, X: Any, y: Any, groups: Any = None) -> TransferLogistic:
-        # dozens of tiny lbfgs fits: BLAS threads only add overhead (10x on a busy 2-core box)
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(X, y, groups)
-
-    def _fit(self, X: Any, y: Any, groups: Any) -> TransferLogistic:
-        X, y = self._prepare_fit(X, y)
-        Z = _signed_log(X)
-        g = np.asarray(groups) if groups is not None else None
-        w = benchmark_weights(g, y.size) if self.balance_benchmarks else None
-        self.cv_aee_: dict[float, float] = {}
-        C = self.default_C
-        if g is not None and np.unique(g).size >= 2 and len(self.C_grid) > 1:
-            for c in self.C_grid:
-                errors = []
-                for held in np.unique(g):
-                    tr, te = g != held, g == held
-                    fitted = self._fit_one(Z[tr], y[tr], None if w is None else w[tr], c)
-                    errors.append(abs(self._predict_one(Z[te], fitted).mean() - y[te].mean()))
-                self.cv_aee_[float(c)] = float(np.mean(errors))
-            # smallest error; ties go to the stronger shrinkage (smaller C)
-            C = min(self.cv_aee_, key=lambda c: (round(self.cv_aee_[c], 12), c))
-        self.C_ = float(C)
-        keep, self.scaler_, self.model_, constant = self._fit_one(Z, y, w, self.C_)
-        self.kept_features_ = tuple(self.features[j] for j in keep) if self.model_ is not None else ()
-        self.keep_ = keep
-        if self.model_ is None:
-            self.constant_ = constant
-        return self
-
-    def _p_correct(self, X: np.ndarray) -> np.ndarray:
-        return self._predict_one(_signed_log(X), (self.keep_, self.scaler_, self.model_, 0.0))
-
-
-class MonotoneBoost(_FeatureClassifier):
-    """Ours: shallow histogram gradient boosting, monotone where :data:`EXPECTED_DIRECTION` knows.
-
-    Monotonicity rules out the non-physical wiggles a forest fits to one benchmark (higher entropy
-    never *raises* P(correct)); log-loss boosting starts from the (benchmark-balanced) training
-    rate, so without class weights its mean stays calibrated in-distribution. ``n_threads`` caps its
-    OpenMP threads (1 by default: the evaluation protocol parallelizes over compositions instead,
-    and scikit-learn would otherwise take every core for a few hundred rows).
-    """
-
-    def __init__(
-        self,
-        features: tuple[str, ...] = (*ROBUST_FEATURES, "nll_mean"),
-        learning_rate: float = 0.05,
-        max_iter: int = 150,
-        max_leaf_nodes: int = 8,
-        min_samples_leaf: int = 20,
-        l2_regularization: float = 1.0,
-        balance_benchmarks: bool = True,
-        random_state: int | None = 0,
-        n_threads: int | None = 1,
-    ) -> None:
-        self.features = features
-        self.learning_rate = learning_rate
-        self.max_iter = max_iter
-        self.max_leaf_nodes = max_leaf_nodes
-        self.min_samples_leaf = min_samples_leaf
-        self.l2_regularization = l2_regularization
-        self.balance_benchmarks = balance_benchmarks
-        self.random_state = random_state
-        self.n_threads = n_threads
-
-    def fit(self, X: Any, y: Any, groups: Any = None) -> MonotoneBoost:
-        X, y = self._prepare_fit(X, y)
-        self.model_: HistGradientBoostingClassifier | None = None
-        if self.constant_ is not None:
-            return self
-        w = benchmark_weights(np.asarray(groups), y.size) if (groups is not None and self.balance_benchmarks) else None
-        self.model_ = HistGradientBoostingClassifier(
-            learning_rate=self.learning_rate,
-            max_iter=self.max_iter,
-            max_leaf_nodes=self.max_leaf_nodes,
-            min_samples_leaf=self.min_samples_leaf,
-            l2_regularization=self.l2_regularization,
-            monotonic_cst=[EXPECTED_DIRECTION.get(name, 0) for name in self.features],
-            early_stopping=False,
-            random_state=self.random_state,
-        )
-        with threadpool_limits(limits=self.n_threads, user_api="openmp"):
-            self.model_.fit(X, y, sample_weight=w)
-        return self
-
-    def _p_correct(self, X: np.ndarray) -> np.ndarray:
-        assert self.model_ is not None
-        with threadpool_limits(limits=self.n_threads, user_api="openmp"):
-            return self.model_.predict_proba(X)[:, 1]
 
 
 _REGISTRY: dict[str, type[_FeatureClassifier]] = {
