@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${1:-300}
 OUT=${2:-data/traces/gemma-3-270m.jsonl}
-SLICES="arith_1d arith_2d arith_3d arith_4d svamp mawps asdiv_a gsm8k gsm_symbolic math_l1 math_l2 arc_easy sciq mmlu_stem"
+SLICES=${SENTINEL_STUDY_SLICES:-"arith_1d arith_2d arith_3d svamp arc_easy sciq gsm8k math_l1 mmlu_stem mawps asdiv_a gsm_symbolic math_l2 arith_4d"}
 PORT=${SENTINEL_STUDY_PORT:-18480}
 mkdir -p "$(dirname "$OUT")"
 .venv/bin/entropy-sentinel serve --port "$PORT" > "${OUT%.jsonl}.serve.log" 2>&1 &

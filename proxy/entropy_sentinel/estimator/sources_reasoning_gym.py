@@ -1,0 +1,73 @@
+"""GSM-Symbolic rows from ``reasoning-gym``'s generator functions.
+
+The generators are pure Python on ``random.Random``; they are executed from the downloaded wheel
+with the same seeding as ``reasoning_gym``'s own dataset class, without installing the package.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+from typing import Any
+
+RG_GSM = "reasoning_gym/arithmetic/gsm_symbolic"
+#: reasoning-gym appends this to every question; it is an instruction for chat models, not part of
+#: the problem, and a few-shot prompt states the format itself.
+RG_SUFFIX = " Give the result as your final answer. Do not include units."
+
+
+def _rg_namespace(root: Path) -> dict[str, Any]:
+    """``format_number``/``is_integer`` from the wheel's ``reasoning_gym/utils.py`` (stdlib only)."""
+    ns: dict[str, Any] = {"__name__": "reasoning_gym_utils_snapshot"}
+    # Running the package's own code, from its downloaded wheel, is the point here.
+    exec(compile((root / "reasoning_gym/utils.py").read_text(), "reasoning_gym/utils.py", "exec"), ns)  # noqa: S102
+    return {"format_number": ns["format_number"], "is_integer": ns["is_integer"]}
+
+
+def _rg_generators(root: Path) -> dict[int, Any]:
+    helpers = _rg_namespace(root)
+    gens: dict[int, Any] = {}
+    for part in ("generators_00_49", "generators_50_99"):
+        source = (root / RG_GSM / f"{part}.py").read_text()
+        source = source.replace("from reasoning_gym.utils import format_number, is_integer\n", "")
+        ns: dict[str, Any] = {"__name__": f"reasoning_gym_{part}", **helpers}
+        exec(compile(source, f"{RG_GSM}/{part}.py", "exec"), ns)  # noqa: S102
+        gens.update({int(k.removeprefix("generate_")): v for k, v in ns.items() if k.startswith("generate_")})
+    return gens
+
+
+def _rg_tasks_ok(root: Path) -> list[int]:
+    """The ``tasks_ok`` list of ``gsm_symbolic.py`` (templates the authors marked as correct)."""
+    tree = ast.parse((root / RG_GSM / "gsm_symbolic.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "tasks_ok" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise ValueError("reasoning-gym: tasks_ok not found in gsm_symbolic.py")
+
+
+#: Size and seed of the generated set: fixed, so the benchmark is the same everywhere.
+GSM_SYMBOLIC_SIZE = 2000
+GSM_SYMBOLIC_SEED = 0
+
+
+def parse_gsm_symbolic(
+    root: Path, size: int = GSM_SYMBOLIC_SIZE, seed: int = GSM_SYMBOLIC_SEED
+) -> list[dict[str, Any]]:
+    """``reasoning_gym.create_dataset("gsm_symbolic", seed=seed, size=size)`` reproduced: item i uses
+    template ``Random(seed).choices(tasks_ok, k=size)[i]`` drawn with ``Random(seed + i)``."""
+    gens = _rg_generators(root)
+    templates = random.Random(seed).choices(_rg_tasks_ok(root), k=size)
+    rows = []
+    for i, template in enumerate(templates):
+        example = gens[template](random.Random(seed + i), 1.0)
+        rows.append(
+            {
+                "item_id": f"gsm_symbolic-{seed}-{i}",
+                "question": example["question"].removesuffix(RG_SUFFIX).strip(),
+                "answer": str(example["answer"]).strip(),
+                "kind": "numeric",
+                "meta": {"template": template},
+            }
+        )
+    return rows
