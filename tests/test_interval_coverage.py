@@ -10,7 +10,6 @@ coverage figure is that of a proportion over benchmarks, not over draws.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from entropy_sentinel.estimator.artifact import load_artifact
-from entropy_sentinel.estimator.protocol import benchmark_data, group_by_benchmark
+from entropy_sentinel.estimator.protocol import benchmark_data, group_by_benchmark, read_traces
 from entropy_sentinel.estimator.training import train
 from entropy_sentinel.monitor.intervals import label_free, transfer_rms
 
@@ -28,7 +27,7 @@ LEVEL, SLICE_N, DRAWS = 0.9, 100, 200
 
 
 def test_label_free_interval_coverage_on_held_out_benchmarks(tmp_path):
-    rows = [json.loads(line) for line in gzip.open(TRACES, "rt")]
+    rows = read_traces(TRACES)
     grouped = {b: t for b, t in group_by_benchmark(rows).items() if len(t) >= SLICE_N}
     assert len(grouped) >= 8, "the study's traces must cover at least eight slices"
     rng = np.random.default_rng(0)

@@ -16,6 +16,7 @@ order: estimators carry their own seeds and rows are sorted before they are retu
 
 from __future__ import annotations
 
+import gzip
 import inspect
 import itertools
 import json
@@ -50,12 +51,13 @@ Trace = Mapping[str, Any]
 
 
 def read_traces(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Labelled traces from one or more JSONL files (blank lines skipped)."""
+    """Labelled traces from one or more JSONL files, gzipped or not (blank lines skipped)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     traces: list[dict[str, Any]] = []
     for path in paths:
-        with open(path, encoding="utf-8") as fh:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, 1):
                 if line.strip():
                     try:
