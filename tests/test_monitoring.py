@@ -84,6 +84,8 @@ async def test_tagged_traffic_metrics_slices_store_and_feedback_agree(llama_url,
                     life["estimate"]
                 )
             assert "script" not in text and "evil" not in text and "e=5" not in text
+            # refused requests are counted, under no slice, and never reached the slice counters
+            assert metric(text, "sentinel_requests_total", slice="", status="400", route="completions") == 3
 
             # feedback: labels change observed accuracy and, past min_labels, recalibrate
             for (rid, _), correct in zip(algebra, (True, True, True, False)):

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Sentinel-Request-Id"
 P_CORRECT_HEADER = "X-Sentinel-P-Correct"
+#: answered by the proxy itself (bad slice header or body): counted in metrics, not in slices
+INVALID_REQUEST = "invalid_request"
 
 #: per choice, the statistics under every entropy variant -> P(correct) per choice
 Scorer = Callable[[list[dict[str, dict[str, float]]]], list[float]]
@@ -84,36 +86,8 @@ class Instrumenter:
         record = RequestRecord(request_id=uuid.uuid4().hex, route=endpoint)
         started = time.perf_counter()
         ids = {REQUEST_ID_HEADER: record.request_id}
-        if self.monitor is not None:
-            try:
-                record.slice = self.monitor.slice_of(
-                    request.headers.get("X-Sentinel-Slice"), request.headers.get("Authorization")
-                )
-            except SliceError as exc:
-                return error_response(400, str(exc), code="invalid_slice", param="X-Sentinel-Slice", headers=ids)
-        raw = await request.read()
         try:
-            obj = _loads(raw)
-        except ValueError:
-            record.status = 400
-            return error_response(400, "The request body is not valid JSON.", code="invalid_json", headers=ids)
-        if not isinstance(obj, dict):
-            record.status = 400
-            return error_response(400, "The request body must be a JSON object.", code="invalid_body", headers=ids)
-        record.stream = obj.get("stream") is True
-        sampled = self.monitor is None or self.monitor.sampled(record.slice)
-        plan = plan_logprobs(obj, endpoint, self.top_k, self.dialect) if sampled else None
-        if self.monitor is not None and self.monitor.capture_content:
-            record.prompt = orjson.dumps(obj.get("messages", obj.get("prompt"))).decode()[:65536]
-        try:
-            if plan is None:
-                record.unscored_reason = "not_sampled" if not sampled else "logprob_fields_not_understood"
-                response = await forward(request, self.upstream, raw, ids)
-            else:
-                plan.original_body = raw
-                forced = orjson.dumps(obj)
-                handler = self._stream if plan.stream else self._unary
-                response = await handler(request, plan, forced, record, ids)
+            response = await self._handle(request, endpoint, record, ids)
             record.status = record.status or response.status
             return response
         except asyncio.CancelledError:  # the client disconnected (handler_cancellation)
@@ -129,6 +103,39 @@ class Instrumenter:
                 record.request_id, endpoint, record.status, record.scored,
                 record.latency_s * 1e3, record.overhead_s * 1e3,
             )
+
+    async def _handle(
+        self, request: web.Request, endpoint: Endpoint, record: RequestRecord, ids: dict[str, str]
+    ) -> web.StreamResponse:
+        """Validate, rewrite, relay. Bad input is answered here, in OpenAI's error shape."""
+        if self.monitor is not None:
+            try:
+                record.slice = self.monitor.slice_of(
+                    request.headers.get("X-Sentinel-Slice"), request.headers.get("Authorization")
+                )
+            except SliceError as exc:
+                record.unscored_reason = INVALID_REQUEST
+                return error_response(400, str(exc), code="invalid_slice", param="X-Sentinel-Slice", headers=ids)
+        raw = await request.read()
+        try:
+            obj = _loads(raw)
+        except ValueError:
+            record.unscored_reason = INVALID_REQUEST
+            return error_response(400, "The request body is not valid JSON.", code="invalid_json", headers=ids)
+        if not isinstance(obj, dict):
+            record.unscored_reason = INVALID_REQUEST
+            return error_response(400, "The request body must be a JSON object.", code="invalid_body", headers=ids)
+        record.stream = obj.get("stream") is True
+        sampled = self.monitor is None or self.monitor.sampled(record.slice)
+        plan = plan_logprobs(obj, endpoint, self.top_k, self.dialect) if sampled else None
+        if self.monitor is not None and self.monitor.capture_content:
+            record.prompt = orjson.dumps(obj.get("messages", obj.get("prompt"))).decode()[:65536]
+        if plan is None:
+            record.unscored_reason = "not_sampled" if not sampled else "logprob_fields_not_understood"
+            return await forward(request, self.upstream, raw, ids)
+        plan.original_body = raw
+        handler = self._stream if plan.stream else self._unary
+        return await handler(request, plan, orjson.dumps(obj), record, ids)
 
     def _upstream_headers(self, request: web.Request) -> dict[str, str]:
         headers = request_headers(request.headers, extra_drop=("content-type", "accept-encoding"))

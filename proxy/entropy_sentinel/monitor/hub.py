@@ -68,6 +68,8 @@ class Monitor:
         m.overhead.observe(record.overhead_s)
         if record.unscored_reason and record.unscored_reason.startswith("upstream"):
             m.upstream_errors.labels(record.unscored_reason).inc()
+        if record.unscored_reason == "invalid_request":  # refused before the upstream: no slice traffic
+            return
         now = record.started_at
         self.slices.record_request(record.slice, now)
         for p in record.p_correct or ():
