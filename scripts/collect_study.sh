@@ -18,3 +18,4 @@ for s in $SLICES; do
   .venv/bin/entropy-sentinel collect --proxy "http://127.0.0.1:$PORT" --benchmark "$s" --limit "$LIMIT" \
     --concurrency 4 --slice source=study --out "$OUT"
 done
+gzip -9 -k -f "$OUT"

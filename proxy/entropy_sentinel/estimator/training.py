@@ -17,7 +17,7 @@ from entropy_sentinel.estimator.metrics import spearman
 from entropy_sentinel.estimator.protocol import benchmark_data, group_by_benchmark, read_traces, run_protocol
 
 #: the estimator `train` fits unless told otherwise (see docs/results.md for the study behind it)
-DEFAULT_METHOD = "transfer_logistic"
+DEFAULT_METHOD = "monotone_boost"
 
 
 def validate_across_benchmarks(
