@@ -4,9 +4,8 @@ a killed-and-restarted proxy keeps every flushed record."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -18,8 +17,11 @@ import openai
 import pytest
 
 from entropy_sentinel.estimator.scorer import ArtifactScorer
+from entropy_sentinel.monitor.intervals import transfer_rms
+from entropy_sentinel.monitor.report import build_report, records_from_db
 from entropy_sentinel.upstream.llama_server import free_port
 from tests.harness import running_proxy
+from tests.test_report import _chromium, _Dom
 
 pytestmark = pytest.mark.llama
 ADMIN = {"Authorization": "Bearer adm-token"}
@@ -112,6 +114,28 @@ async def test_tagged_traffic_metrics_slices_store_and_feedback_agree(llama_url,
     assert sorted(rows[rid][2] for rid, _ in algebra) == [0, 1, 1, 1]
     assert {rows[rid][0] for rid, _ in geometry} == {"domain=geometry"}
 
+    # the operator's report from this real traffic, opened as a person would
+    files = build_report(records_from_db(db), tmp_path / "report", tau=scorer_tau(scorer))
+    data = json.loads(files["json"].read_text())
+    assert {s["slice"] for s in data["slices"]} == {ALGEBRA, "domain=geometry", "x=0", "other"}
+    worst = data["slices"][0]
+    assert worst["slice"] != ALGEBRA or worst["labels"]["n"] == 4
+    assert files["slices"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium binary on PATH (scripts/system_deps.sh installs it)")
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         files["html"].resolve().as_uri()],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)),
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    parsed = _Dom()
+    parsed.feed(dom.stdout)
+    assert parsed.slices == [s["slice"] for s in data["slices"]]  # rendered, worst first
+
 
 def test_killed_and_restarted_proxy_keeps_every_flushed_record(llama_url, trained_artifact, tmp_path):
     port, db = free_port(), tmp_path / "s.db"
@@ -153,8 +177,11 @@ def test_killed_and_restarted_proxy_keeps_every_flushed_record(llama_url, traine
         proc.wait(timeout=30)
 
 
+def scorer_tau(scorer: ArtifactScorer) -> float:
+    return transfer_rms(scorer.metadata.get("validation"))
+
+
 def urllib_get(url: str) -> dict:
-    import json
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=5) as resp:
