@@ -41,7 +41,7 @@ def bench_stream_events(n: int = 20_000) -> float:
     t0 = time.perf_counter()
     for _ in range(n):
         relay.rewrite([event])
-    relay.close()  # features of all n tokens, as at the end of a stream
+    asyncio.run(relay.close())  # features of all n tokens, as at the end of a stream
     return (time.perf_counter() - t0) / n
 
 

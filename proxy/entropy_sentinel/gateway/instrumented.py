@@ -177,10 +177,10 @@ class Instrumenter:
         if self.monitor is not None and self.monitor.capture_content:
             record.completion = _first_text(obj)
         body = orjson.dumps(obj) if extractor.process_body(obj) else payload
-        scores = self._finish(record, extractor, obj.get("model") if isinstance(obj, dict) else None)
+        record.overhead_s += time.perf_counter() - t0
+        scores = await self._finish(record, extractor, obj.get("model") if isinstance(obj, dict) else None)
         if scores is not None:
             headers[P_CORRECT_HEADER] = ",".join(f"{p:.4f}" for p in scores)
-        record.overhead_s += time.perf_counter() - t0
         return web.Response(status=status, reason=reason, body=body, headers=headers)
 
     async def _stream(
@@ -226,11 +226,12 @@ class Instrumenter:
                     out = relay.rewrite(events)
                     if out:
                         await response.write(out)
-                    if relay.done:
+                    if relay.done:  # the score comment, then [DONE]
+                        await response.write(await relay.close())
                         break
                     chunk = await up.content.readany()
-                    if not chunk:
-                        await response.write(relay.close())
+                    if not chunk:  # the upstream ended without [DONE]: still say the score
+                        await response.write(await relay.close())
                         break
                     events = decoder.feed(chunk)
             except ConnectionResetError:
@@ -252,8 +253,13 @@ class Instrumenter:
         event = parse_event(raw)
         return event.data is not None and event.data.startswith(b"{\"error\"") and refuses_logprobs(event.data)
 
-    def _finish(self, record: RequestRecord, extractor: ChoiceExtractor, model: Any) -> list[float] | None:
-        """Features of every choice, and their scores when an estimator is loaded."""
+    async def _finish(self, record: RequestRecord, extractor: ChoiceExtractor, model: Any) -> list[float] | None:
+        """Features of every choice, and their scores when an estimator is loaded.
+
+        The estimator runs in a worker thread: a forest or boosted model takes milliseconds per
+        call, which on the event loop would stall every other stream the proxy is relaying.
+        """
+        t0 = time.perf_counter()
         record.model = model if isinstance(model, str) else record.model
         for index, traj in sorted(extractor.trajectories.items()):
             by_variant = {variant: traj.features(variant) for variant in ENTROPY_VARIANTS}
@@ -263,9 +269,12 @@ class Instrumenter:
             record.upstream_top_k[index] = traj.min_candidates
         record.scored = bool(record.features) and record.unscored_reason is None
         if not record.scored or self.scorer is None:
+            record.overhead_s += time.perf_counter() - t0
             return None
-        scores = [float(p) for p in self.scorer([record.features_by_variant[i] for i in sorted(record.features)])]
+        rows = [record.features_by_variant[i] for i in sorted(record.features)]
+        scores = [float(p) for p in await asyncio.to_thread(self.scorer, rows)]
         record.p_correct = scores
+        record.overhead_s += time.perf_counter() - t0  # wall time: the score delays the response's end
         return scores
 
 
@@ -277,6 +286,7 @@ class _StreamRelay:
         self.record = record
         self.extractor = ChoiceExtractor(plan, owner.top_k)
         self.done = False
+        self._done_event = b""
         self.capture = owner.monitor is not None and owner.monitor.capture_content
         self._parts: list[str] = []
 
@@ -295,10 +305,10 @@ class _StreamRelay:
             event = parse_event(raw)
             if event.data is None:
                 out.append(raw + b"\n\n")
-            elif event.data == DONE:
-                out.append(self.close())
-                out.append(raw + b"\n\n")
+            elif event.data == DONE:  # close() sends the score comment, then this
+                self._done_event = raw + b"\n\n"
                 self.done = True
+                break
             else:
                 out.append(self._rewrite_data(raw, event.data))
         self.record.overhead_s += time.perf_counter() - t0
@@ -322,10 +332,11 @@ class _StreamRelay:
             return encode_data(orjson.dumps(obj))
         return raw + b"\n\n"
 
-    def close(self) -> bytes:
-        """The ``: sentinel {...}`` comment with the score (SSE clients ignore comments)."""
+    async def close(self) -> bytes:
+        """The ``: sentinel {...}`` comment with the score (SSE clients ignore comments), then the
+        ``[DONE]`` event when the upstream sent one."""
         if self.capture:
             self.record.completion = "".join(self._parts)[:65536]
-        scores = self.owner._finish(self.record, self.extractor, self.record.model)
+        scores = await self.owner._finish(self.record, self.extractor, self.record.model)
         payload = {"request_id": self.record.request_id, "scored": self.record.scored, "p_correct": scores}
-        return encode_comment(b"sentinel " + orjson.dumps(payload))
+        return encode_comment(b"sentinel " + orjson.dumps(payload)) + self._done_event
