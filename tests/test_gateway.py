@@ -99,3 +99,17 @@ async def test_unsampled_slices_pass_untouched_and_unscored():
     assert bulk.json() == {"model": "m", "prompt": "2+2=", "max_tokens": 2}  # not forced
     assert gold.json()["logprobs"] == 20
     assert "X-Sentinel-Slice" not in bulk.headers and "X-Sentinel-Slice" not in gold.headers
+
+
+async def test_feedback_validation_errors_are_openai_shaped():
+    async def never(request, up):
+        raise AssertionError("no upstream call expected")
+
+    async with scripted_upstream(never) as up, running_proxy(up.url, dialect="openai") as proxy:
+        async with aiohttp.ClientSession() as session:
+            for body, fragment in ((b"{nope", "not JSON"), (b'{"request_id": "<b>", "correct": true}', "request_id"),
+                                   (b'{"request_id": "abc", "correct": "yes"}', "true or false")):
+                async with session.post(proxy.root + "/sentinel/v1/feedback", data=body) as resp:
+                    payload = await resp.json()
+                    assert resp.status == 400 and payload["error"]["code"] == "invalid_feedback"
+                    assert fragment in payload["error"]["message"] and "<b>" not in payload["error"]["message"]

@@ -89,10 +89,13 @@ async def slices(request: web.Request) -> web.Response:
 
 async def feedback(request: web.Request) -> web.Response:
     try:
-        request_id, correct = feedback_payload(orjson.loads(await request.read()))
-    except (orjson.JSONDecodeError, ValueError) as exc:
-        message = str(exc) if isinstance(exc, ValueError) and not isinstance(exc, orjson.JSONDecodeError) else "not JSON"
-        return error_response(400, f"Invalid feedback: {message}.", code="invalid_feedback")
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error_response(400, "Invalid feedback: the body is not JSON.", code="invalid_feedback")
+    try:
+        request_id, correct = feedback_payload(body)
+    except ValueError as exc:  # messages are ours, never an echo of the input
+        return error_response(400, f"Invalid feedback: {exc}.", code="invalid_feedback")
     monitor = request.app[MONITOR_KEY]
     record = request.app[RECORDS_KEY].get(request_id)
     if record is not None:
