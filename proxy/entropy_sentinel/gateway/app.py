@@ -53,6 +53,19 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     return await forward(request, request.app[UPSTREAM_KEY])
 
 
+def warm_up(scorer: Scorer | None) -> None:
+    """Run the per-response path once at start-up (numpy, features, the estimator's first call are
+    several times slower cold), so the first client does not pay for it."""
+    from entropy_sentinel.signal import Trajectory
+    from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS
+
+    traj = Trajectory()
+    traj.add([2, 2], [-0.1, -2.5, -0.3, -1.5], [-0.1, -0.3])
+    by_variant = {variant: traj.features(variant) for variant in ENTROPY_VARIANTS}
+    if scorer is not None:
+        scorer([by_variant])
+
+
 def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
     metadata = getattr(scorer, "metadata", None) or {}
     slices = SliceRegistry(
@@ -84,6 +97,7 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
         if monitor.store is not None:
             replayed = await asyncio.to_thread(monitor.replay_store)
             log.info("store %s: %d records replayed into the slice counters", monitor.store.path, replayed)
+        await asyncio.to_thread(warm_up, scorer)
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream
         dialect = cfg.upstream.dialect
