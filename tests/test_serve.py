@@ -53,8 +53,8 @@ def served(tmp_path):
             time.sleep(0.5)
     yield base, proc, log
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+        proc.terminate()  # a clean stop also stops the embedded llama-server
+        proc.wait(timeout=30)
 
 
 def test_serve_local_end_to_end_and_clean_shutdown(served):
@@ -83,6 +83,18 @@ def test_serve_local_end_to_end_and_clean_shutdown(served):
     text = log.read_text()
     assert record["request_id"] in text  # the request was logged (at DEBUG even)...
     assert secret_prompt not in text and secret_key not in text  # ...but never its prompt or key
+
+
+def test_a_killed_proxy_leaves_no_orphaned_llama_server(served):
+    base, proc, _ = served
+    upstream = _get_json(base + "/sentinel/healthz")["upstream"]
+    assert _port_open(upstream)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up: the child must go by itself
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while _port_open(upstream) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _port_open(upstream)
 
 
 def test_unknown_request_id_is_404_in_openai_shape(served):

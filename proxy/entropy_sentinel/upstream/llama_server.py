@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -169,6 +170,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM it when the proxy dies, even by SIGKILL, so no
+    llama-server is left orphaned holding ~400 MB and a port."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def wait_until_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
     """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout_s
@@ -224,7 +234,11 @@ class LocalLlamaServer:
         self.port = free_port()
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                self.command(binary, model), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command(binary, model),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         self._wait_ready()
         log.info("embedded llama-server ready at %s (pid %d)", self.url, self.process.pid)
