@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from entropy_sentinel.estimator.artifact import load_artifact
 from entropy_sentinel.estimator.protocol import benchmark_data, group_by_benchmark, read_traces

@@ -81,3 +81,25 @@ def test_store_commits_in_batches_and_a_clean_close_loses_nothing(tmp_path):
     again = SQLiteStore(tmp_path / "s.db")
     assert again.get("r3")["features"] == {"mean": 1.0} and len(again.export()) == 25
     again.close()
+
+
+def test_an_event_older_than_the_ring_does_not_wipe_newer_counts():
+    reg = SliceRegistry()
+    now = 1_000_000.0
+    reg.admit("s=1")
+    reg.record_score("s=1", 1.0, now)
+    reg.record_score("s=1", 0.0, now - 86400)  # same ring slot, one day earlier, arriving late
+    w = reg.summary("s=1", now)["windows"]
+    assert w["1h"]["n_scored"] == 1 and w["1h"]["estimate"] == 1.0
+    assert w["lifetime"]["n_scored"] == 2
+
+
+def test_replay_counts_like_the_live_path():
+    live, replayed = SliceRegistry(), SliceRegistry()
+    now = 1_000_000.0
+    live.record_request("s=1", now)
+    for q in (0.2, 0.6):
+        live.record_score("s=1", q, now)
+    live.record_label("s=1", 1, 0.2, now + 600)
+    replayed.replay("s=1", now, [0.2, 0.6], 0.2, 1, now + 600)
+    assert replayed.summary("s=1", now + 600) == live.summary("s=1", now + 600)

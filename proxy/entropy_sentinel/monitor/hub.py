@@ -108,12 +108,7 @@ class Monitor:
             return 0
         n = 0
         for ts, key, p_all, p, label, label_ts in self.store.replay():
-            key = self.slices.admit(key)
-            self.slices.record_request(key, ts)
-            for score in p_all:  # every choice, as finish() counts them
-                self.slices.record_score(key, score, ts)
-            if label is not None:  # at the time the label arrived, as the live path does
-                self.slices.record_label(key, int(label), p, label_ts if label_ts is not None else ts)
+            self.slices.replay(self.slices.admit(key), ts, p_all, p, label, label_ts)
             n += 1
         return n
 

@@ -125,19 +125,12 @@ def analyse(
     for r in recs:
         by_slice.setdefault(r["slice"], []).append(r)
 
-    # replay in event-time order, as the proxy saw it: request + score at ts, label at label_ts
+    # replay as the proxy counted: request + scores at ts, the label when it arrived
     registry = SliceRegistry(max_slices=len(by_slice) + 1, level=level, tau=tau, min_labels=min_labels)
-    events: list[tuple[float, int, dict[str, Any]]] = [(r["ts"], 0, r) for r in recs]
-    events += [(max(r["label_ts"] or r["ts"], r["ts"]), 1, r) for r in recs if r["label"] is not None]
-    events.sort(key=lambda e: (e[0], e[1]))
-    for when, kind, r in events:
-        if kind == 0:
-            registry.record_request(r["slice"], when)
-            for q in choice_scores(r):
-                registry.record_score(r["slice"], q, when)
-        else:
-            registry.record_label(r["slice"], r["label"], r["p_correct"], when)
-    as_of = events[-1][0] if events else time.time()
+    for r in recs:
+        registry.replay(r["slice"], r["ts"], choice_scores(r), r["p_correct"], r["label"], r["label_ts"])
+    times = [max(r["ts"], r["label_ts"] or r["ts"]) if r["label"] is not None else r["ts"] for r in recs]
+    as_of = max(times) if times else time.time()
 
     first, last = (recs[0]["ts"], recs[-1]["ts"]) if recs else (as_of, as_of)
     scored_recs = [r for r in recs if choice_scores(r)] or recs

@@ -72,9 +72,13 @@ class SliceCounter:
     ring: np.ndarray = field(default_factory=lambda: np.zeros((BUCKETS, _COLS)))
     ring_epoch: np.ndarray = field(default_factory=lambda: np.full(BUCKETS, -1, dtype=np.int64))
 
-    def _row(self, now: float) -> np.ndarray:
+    def _row(self, now: float) -> np.ndarray | None:
+        """The bucket of ``now``; None when that slot already holds a newer day (the event is too
+        old for the ring: it must not wipe newer counts, and lifetime still takes it)."""
         epoch = int(now // BUCKET_S)
         i = epoch % BUCKETS
+        if self.ring_epoch[i] > epoch:
+            return None
         if self.ring_epoch[i] != epoch:
             self.ring[i] = 0.0
             self.ring_epoch[i] = epoch
@@ -84,7 +88,8 @@ class SliceCounter:
         row = self._row(now)
         for col, value in values.items():
             self.lifetime[col] += value
-            row[col] += value
+            if row is not None:
+                row[col] += value
 
     def window(self, seconds: float | None, now: float) -> np.ndarray:
         if seconds is None:
@@ -132,6 +137,17 @@ class SliceRegistry:
             r = y - p
             values.update({SUM_R: r, SUM_R2: r * r})
         self._counter(key).add(values, time.time() if now is None else now)
+
+    def replay(
+        self, key: str, ts: float, scores: list[float], p: float | None, label: int | None, label_ts: float | None
+    ) -> None:
+        """One stored request, counted as the live path counted it: the request and every choice's
+        score at ``ts``, the label when it arrived (never before its request)."""
+        self.record_request(key, ts)
+        for score in scores:
+            self.record_score(key, score, ts)
+        if label is not None:
+            self.record_label(key, int(label), p, max(label_ts if label_ts is not None else ts, ts))
 
     def summary(self, key: str, now: float | None = None) -> dict:
         """The slice's estimates, lifetime and per window, as ``/sentinel/v1/slices`` shows them."""
