@@ -103,6 +103,15 @@ async def scripted_upstream(handler: Handler) -> AsyncIterator[ScriptedUpstream]
         await runner.cleanup()
 
 
+def get_json(url: str) -> Any:
+    """GET a JSON document synchronously (for tests that drive a proxy in another process)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 def chat_chunk(content: str, top: list[tuple[str, float]] | None, finish: str | None = None) -> dict[str, Any]:
     """A chat.completion.chunk the way vLLM and llama.cpp send one token."""
     logprobs = None

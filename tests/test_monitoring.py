@@ -20,7 +20,7 @@ from entropy_sentinel.estimator.scorer import ArtifactScorer
 from entropy_sentinel.monitor.intervals import transfer_rms
 from entropy_sentinel.monitor.report import build_report, records_from_db
 from entropy_sentinel.upstream.llama_server import free_port
-from tests.harness import running_proxy
+from tests.harness import get_json, running_proxy
 from tests.test_report import _chromium, _Dom
 
 pytestmark = pytest.mark.llama
@@ -148,7 +148,7 @@ def test_killed_and_restarted_proxy_keeps_every_flushed_record(llama_url, traine
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(200):
             try:
-                urllib_get(base + "/sentinel/healthz")
+                get_json(base + "/sentinel/healthz")
                 return proc
             except OSError:
                 time.sleep(0.1)
@@ -168,10 +168,10 @@ def test_killed_and_restarted_proxy_keeps_every_flushed_record(llama_url, traine
     proc.wait()
     proc = start()
     try:
-        slices = {s["slice"]: s for s in urllib_get(base + "/sentinel/v1/slices")["slices"]}
+        slices = {s["slice"]: s for s in get_json(base + "/sentinel/v1/slices")["slices"]}
         assert slices["domain=restart"]["windows"]["lifetime"]["n_scored"] == 3
         for rid in ids:  # older than the in-memory window of this new process: served from the store
-            assert urllib_get(f"{base}/sentinel/v1/requests/{rid}")["slice"] == "domain=restart"
+            assert get_json(f"{base}/sentinel/v1/requests/{rid}")["slice"] == "domain=restart"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -179,10 +179,3 @@ def test_killed_and_restarted_proxy_keeps_every_flushed_record(llama_url, traine
 
 def scorer_tau(scorer: ArtifactScorer) -> float:
     return transfer_rms(scorer.metadata.get("validation"))
-
-
-def urllib_get(url: str) -> dict:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())

@@ -15,13 +15,9 @@ import openai
 import pytest
 
 from entropy_sentinel.upstream.llama_server import free_port
+from tests.harness import get_json
 
 pytestmark = pytest.mark.llama
-
-
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
 
 
 def _port_open(url: str) -> bool:
@@ -47,7 +43,7 @@ def served(tmp_path):
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()
         try:
-            _get_json(base + "/sentinel/healthz")
+            get_json(base + "/sentinel/healthz")
             break
         except OSError:
             time.sleep(0.5)
@@ -59,7 +55,7 @@ def served(tmp_path):
 
 def test_serve_local_end_to_end_and_clean_shutdown(served):
     base, proc, log = served
-    health = _get_json(base + "/sentinel/healthz")
+    health = get_json(base + "/sentinel/healthz")
     assert health["status"] == "ok" and health["upstream_dialect"] == "llamacpp"
     upstream = health["upstream"]
     assert upstream.startswith("http://127.0.0.1:") and _port_open(upstream)
@@ -71,7 +67,7 @@ def test_serve_local_end_to_end_and_clean_shutdown(served):
     )
     completion = raw.parse()
     assert completion.choices[0].logprobs is None  # asked for none, got none
-    record = _get_json(f"{base}/sentinel/v1/requests/{raw.headers['X-Sentinel-Request-Id']}")
+    record = get_json(f"{base}/sentinel/v1/requests/{raw.headers['X-Sentinel-Request-Id']}")
     (choice,) = record["choices"]
     assert record["scored"] and choice["upstream_top_k"] == 20
     assert choice["tokens"] == completion.usage.completion_tokens
@@ -87,7 +83,7 @@ def test_serve_local_end_to_end_and_clean_shutdown(served):
 
 def test_a_killed_proxy_leaves_no_orphaned_llama_server(served):
     base, proc, _ = served
-    upstream = _get_json(base + "/sentinel/healthz")["upstream"]
+    upstream = get_json(base + "/sentinel/healthz")["upstream"]
     assert _port_open(upstream)
     proc.send_signal(signal.SIGKILL)  # no chance to clean up: the child must go by itself
     proc.wait(timeout=10)
