@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-collects the study's labelled traces: the embedded llama-server + Gemma 3 270M behind the
 # proxy, one fixed prompt set, a fixed seeded subsample of each slice. Resumable (items already in
-# the output are skipped). ~30 min on 2 cores for 13 slices x 300 items.
+# the output are skipped). ~45 min on 2 cores for 14 slices x 300 items.
 #   bash scripts/collect_study.sh [LIMIT] [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +18,4 @@ for s in $SLICES; do
   .venv/bin/entropy-sentinel collect --proxy "http://127.0.0.1:$PORT" --benchmark "$s" --limit "$LIMIT" \
     --concurrency 4 --slice source=study --out "$OUT"
 done
-gzip -9 -k -f "$OUT"
+gzip -9 -n -k -f "$OUT"

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from entropy_sentinel.estimator.scorer import ArtifactScorer
-from entropy_sentinel.monitor.intervals import transfer_rms
+from entropy_sentinel.monitor.intervals import transfer_tau
 from entropy_sentinel.monitor.report import build_report, records_from_db
 from entropy_sentinel.upstream.llama_server import free_port
 from tests.harness import get_json, running_proxy
@@ -178,4 +178,4 @@ def test_killed_and_restarted_proxy_keeps_every_flushed_record(llama_url, traine
 
 
 def scorer_tau(scorer: ArtifactScorer) -> float:
-    return transfer_rms(scorer.metadata.get("validation"))
+    return transfer_tau(scorer.metadata.get("validation"), 0.9)

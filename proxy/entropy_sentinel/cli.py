@@ -1,4 +1,4 @@
-"""Command line: ``entropy-sentinel serve | collect | train | evaluate | prepare``."""
+"""Command line: ``entropy-sentinel serve | collect | train | evaluate | study | report | prepare``."""
 
 from __future__ import annotations
 
@@ -35,12 +35,13 @@ def serve(cfg: SentinelConfig) -> int:
     from entropy_sentinel.gateway.app import create_app
     from entropy_sentinel.upstream import LocalLlamaServer
 
-    scorer = None
-    if cfg.estimator.path:
-        from entropy_sentinel.estimator.scorer import ArtifactScorer
+    from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
 
-        scorer = ArtifactScorer.load(cfg.estimator.path)
-        log.info("estimator loaded from %s (%s)", cfg.estimator.path, scorer.metadata.get("estimator"))
+    scorer = None
+    artifact = resolve_artifact(cfg.estimator.path)
+    if artifact is not None:
+        scorer = ArtifactScorer.load(artifact)
+        log.info("estimator loaded from %s (%s)", artifact, scorer.metadata.get("estimator"))
     local = None
     upstream_url = cfg.upstream.url
     if upstream_url == "local":
@@ -95,9 +96,16 @@ def collect_cmd(args: argparse.Namespace) -> int:
 def train_cmd(args: argparse.Namespace) -> int:
     import json
 
-    from entropy_sentinel.estimator.training import train
+    from entropy_sentinel.estimator.training import study_record, train
 
-    metadata = train(args.traces, args.out, method=args.method, variant=args.variant)
+    extra = None
+    if args.study:
+        try:
+            extra = {"study": study_record(args.study, args.traces, args.method)}
+        except ValueError as exc:
+            print(f"entropy-sentinel train: {exc}", file=sys.stderr)
+            return 2
+    metadata = train(args.traces, args.out, method=args.method, variant=args.variant, extra_metadata=extra)
     validation = metadata["validation"]
     print(json.dumps({"artifact": args.out, "estimator": metadata["estimator"], "validation": validation}, indent=1))
     return 0
@@ -116,6 +124,27 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     written = write_evaluation(result.rows, result.summary, Path(args.out), result.reliability)
     print((Path(args.out) / "summary.md").read_text() if (Path(args.out) / "summary.md").exists() else "")
     print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def study_cmd(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+
+    from entropy_sentinel.estimator.protocol import group_by_benchmark, read_traces
+    from entropy_sentinel.estimator.study import StudyConfig, run_study
+    from entropy_sentinel.estimator.study_report import write_study
+
+    grouped = group_by_benchmark(t for t in read_traces(args.traces) if t.get("label") is not None)
+    truncation = json.loads(Path(args.truncation).read_text()) if args.truncation else None
+    cap = args.max_combinations or None
+    cfg = StudyConfig(max_combinations=cap, ablation_max_combinations=cap)
+    result = run_study(grouped, cfg, truncation, n_jobs=args.jobs)
+    result.results["traces_sha256"] = hashlib.sha256(Path(args.traces).read_bytes()).hexdigest()
+    document = Path(args.document) if args.document else None
+    written = write_study(result.results, result.rows, result.reliability, Path(args.out), document)
+    print(json.dumps(result.results["verdict"], indent=1))
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -178,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--method", default=None, help="estimator (default: the shipped winner)")
     p.add_argument("--variant", default="topk", help="entropy variant: topk, renormalized, tail_lumped, tail_uniform")
+    p.add_argument("--study", help="results.json of `entropy-sentinel study` on these traces: its verdict goes into "
+                   "the artifact (refused unless this method is the study's winner)")
 
     p = sub.add_parser("evaluate", help="the paper's protocol: every estimator on every training composition")
     p.add_argument("--traces", nargs="+", required=True)
@@ -186,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", default="1,2,3,4")
     p.add_argument("--max-combinations", type=int, default=30, help="cap on training compositions per k")
     p.add_argument("--variant", default="topk")
+    p.add_argument("--jobs", type=int, default=2)
+
+    p = sub.add_parser("study", help="the full accuracy study behind docs/results.md: tables, JSON, plots")
+    p.add_argument("--traces", required=True, help="the labelled traces (data/traces/gemma-3-270m.jsonl.gz)")
+    p.add_argument("--truncation", help="near-full logprob measurement from scripts/measure_truncation.py")
+    p.add_argument("--out", required=True, help="output directory (results.json, rows.csv.gz, PNG)")
+    p.add_argument("--document", help="markdown file whose study block gets the tables (docs/results.md)")
+    p.add_argument("--max-combinations", type=int, default=60, help="cap on training compositions per k (0: all)")
     p.add_argument("--jobs", type=int, default=2)
 
     p = sub.add_parser("report", help="slice estimates with intervals, time series, reliability: HTML/PNG + JSON")
@@ -208,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("collect", "train", "evaluate", "report"):
+    if args.command in ("collect", "train", "evaluate", "study", "report"):
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         for noisy in ("httpx", "httpx2", "openai"):  # one line per request would drown the progress bar
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -216,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from entropy_sentinel.estimator.training import DEFAULT_METHOD
 
             args.method = DEFAULT_METHOD
-        commands = {"collect": collect_cmd, "train": train_cmd, "evaluate": evaluate_cmd, "report": report_cmd}
+        commands = {"collect": collect_cmd, "train": train_cmd, "evaluate": evaluate_cmd, "study": study_cmd,
+                    "report": report_cmd}
         return commands[args.command](args)
     try:
         cfg = load_config(args.config, _serve_overrides(args) if args.command == "serve" else None)

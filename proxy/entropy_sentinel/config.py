@@ -105,8 +105,9 @@ class AdminConfig:
 
 @dataclass
 class EstimatorConfig:
-    #: skops artifact written by `entropy-sentinel train`; empty = no scoring (features only)
-    path: str = ""
+    #: skops artifact written by `entropy-sentinel train`; "builtin" = the shipped Gemma 3 270M
+    #: estimator (the winner of docs/results.md); "" or "none" = no scoring (features only)
+    path: str = "builtin"
 
 
 @dataclass

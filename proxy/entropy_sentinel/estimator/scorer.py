@@ -12,6 +12,18 @@ from entropy_sentinel.estimator.artifact import load_artifact
 
 log = logging.getLogger(__name__)
 
+#: The estimator shipped with the package: the winner of docs/results.md's study, trained on the
+#: committed Gemma 3 270M traces; its metadata records the study's verdict and the traces' sha256.
+BUILTIN_ARTIFACT = Path(__file__).resolve().parent / "models" / "gemma-3-270m.skops"
+BUILTIN_NAMES = ("builtin", "default")
+
+
+def resolve_artifact(path: str) -> Path | None:
+    """``estimator.path`` to a file: "builtin" is the shipped artifact; "" or "none" is no scoring."""
+    if not path or path.lower() == "none":
+        return None
+    return BUILTIN_ARTIFACT if path.lower() in BUILTIN_NAMES else Path(path).expanduser()
+
 
 class ArtifactScorer:
     """Scores each choice of a response with the estimator of a skops artifact.

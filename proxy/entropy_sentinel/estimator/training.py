@@ -3,6 +3,8 @@ write a skops artifact that records what it was trained on and how well it trans
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +43,25 @@ def validate_across_benchmarks(
     }
 
 
+def study_record(results_path: str | Path, trace_paths: Sequence[str | Path], method: str) -> dict[str, Any]:
+    """What an artifact records of the study that chose it: the verdict, and the traces it ran on.
+
+    Refuses a study run on other traces, or one whose winner (its default estimator, checked to
+    have the lowest median AEE) is not ``method``.
+    """
+    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
+    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in trace_paths]
+    if results.get("traces_sha256") not in digests:
+        raise ValueError(f"{results_path} was computed on other traces than {', '.join(map(str, trace_paths))}")
+    verdict = results["verdict"]
+    ov = results["overall"]
+    winner = min(ov, key=lambda name: ov[name]["median_aee"])
+    if verdict["estimator"] != method or winner != method:
+        raise ValueError(f"the study's winner is {winner!r} (its default {verdict['estimator']!r}), not {method!r}")
+    return {"results": str(results_path), "traces_sha256": results["traces_sha256"], "verdict": verdict,
+            "median_aee": {name: o["median_aee"] for name, o in ov.items()}}
+
+
 def train(
     trace_paths: Sequence[str | Path],
     out: str | Path,
@@ -48,6 +69,7 @@ def train(
     variant: str = "topk",
     params: dict[str, Any] | None = None,
     progress: bool = True,
+    extra_metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit ``method`` on every trace, save the artifact; returns its metadata."""
     traces = [t for t in read_traces(trace_paths) if t.get("label") is not None]
@@ -73,6 +95,7 @@ def train(
         "model": models.most_common(1)[0][0],
         "training_benchmarks": {name: {"n": int(d.y.size), "accuracy": float(d.y.mean())} for name, d in data.items()},
         "validation": validation,
+        **(extra_metadata or {}),
     }
     save_artifact(out, estimator, metadata)
     return metadata

@@ -111,6 +111,13 @@ class TransferLogistic(_FeatureClassifier):
         return self._predict_one(_signed_log(X), (self.keep_, self.scaler_, self.model_, 0.0))
 
 
+#: Length-free levels, the chosen tokens' NLL, and two *summed* signals. The sums grow with answer
+#: length; under the monotone constraint that is a prior (more uncertain tokens never make a right
+#: answer likelier) that carries over to benchmarks with longer answers, which is where this model's
+#: transfer error was largest without them (docs/results.md, "Feature sets").
+MONOTONE_BOOST_FEATURES = (*ROBUST_FEATURES, "nll_mean", "sum", "nll_sum")
+
+
 class MonotoneBoost(_FeatureClassifier):
     """Ours: shallow histogram gradient boosting, monotone where :data:`EXPECTED_DIRECTION` knows.
 
@@ -123,7 +130,7 @@ class MonotoneBoost(_FeatureClassifier):
 
     def __init__(
         self,
-        features: tuple[str, ...] = (*ROBUST_FEATURES, "nll_mean"),
+        features: tuple[str, ...] = MONOTONE_BOOST_FEATURES,
         learning_rate: float = 0.05,
         max_iter: int = 150,
         max_leaf_nodes: int = 8,

@@ -15,7 +15,7 @@ from entropy_sentinel.gateway.instrumented import Instrumenter, Scorer
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
 from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
 from entropy_sentinel.monitor.hub import Monitor
-from entropy_sentinel.monitor.intervals import transfer_rms
+from entropy_sentinel.monitor.intervals import transfer_tau
 from entropy_sentinel.monitor.records import RecentRecords
 from entropy_sentinel.monitor.slices import SliceRegistry
 from entropy_sentinel.monitor.store import SQLiteStore
@@ -69,7 +69,7 @@ def warm_up(scorer: Scorer | None) -> None:
 def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
     metadata = getattr(scorer, "metadata", None) or {}
     slices = SliceRegistry(
-        cfg.monitor.max_slices, cfg.monitor.level, transfer_rms(metadata.get("validation")), cfg.monitor.min_labels
+        cfg.monitor.max_slices, cfg.monitor.level, transfer_tau(metadata.get("validation"), cfg.monitor.level), cfg.monitor.min_labels
     )
     store = None
     if cfg.store.path:

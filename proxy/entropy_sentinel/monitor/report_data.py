@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.monitor.intervals import transfer_rms
+from entropy_sentinel.monitor.intervals import transfer_tau
 
 COLUMNS = (
     "request_id", "ts", "slice", "route", "model", "status", "scored", "p_correct", "p_correct_all",
@@ -220,9 +220,9 @@ def proxy_settings(url: str, token: str | None = None, timeout: float = 30.0) ->
     return {k: float(data[k]) for k in ("level", "tau") if _float(data.get(k)) is not None}
 
 
-def tau_from_artifact(path: str | Path) -> float:
-    """τ (RMS leave-one-benchmark-out error) of an estimator artifact, as the proxy derives it."""
+def tau_from_artifact(path: str | Path, level: float = 0.9) -> float:
+    """τ (predictive spread of the leave-one-benchmark-out errors) of an artifact, as the proxy derives it."""
     from entropy_sentinel.estimator.artifact import load_artifact
 
     _, metadata = load_artifact(path)
-    return transfer_rms(metadata.get("validation"))
+    return transfer_tau(metadata.get("validation"), level)

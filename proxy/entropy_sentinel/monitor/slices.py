@@ -166,7 +166,9 @@ class SliceRegistry:
         m = int(life[M])
         obs = observed(m, life[SUM_Y], self.level)
         recal = (
-            recalibrated(int(life[N]), life[SUM_P], life[SUM_P2], m, life[SUM_R], life[SUM_R2], self.level)
+            recalibrated(
+                int(life[N]), life[SUM_P], life[SUM_P2], m, life[SUM_R], life[SUM_R2], self.level, self.tau
+            )
             if m >= self.min_labels
             else None
         )
