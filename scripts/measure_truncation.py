@@ -24,16 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from tqdm import tqdm
-
 from entropy_sentinel.config import SentinelConfig
 from entropy_sentinel.estimator.benchmarks import load_benchmark
 from entropy_sentinel.estimator.prompts import build_prompt
 from entropy_sentinel.upstream import LocalLlamaServer
+from tqdm import tqdm
 
-SLICES = (
-    "arith_1d arith_2d arith_3d arith_4d svamp mawps asdiv_a gsm8k gsm_symbolic math_l1 math_l2 arc_easy sciq mmlu_stem"
-).split()
+SLICES = ["arith_1d", "arith_2d", "arith_3d", "arith_4d", "svamp", "mawps", "asdiv_a", "gsm8k", "gsm_symbolic", "math_l1", "math_l2", "arc_easy", "sciq", "mmlu_stem"]
 
 
 def token_rows(content: list[dict], k: int = 20) -> list[list[float]]:

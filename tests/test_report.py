@@ -199,8 +199,16 @@ def test_recalibrated_only_with_enough_labels_and_equals_ppi_point(report, rows)
     labels = [r for r in mine if r["label"] is not None]
     resid = [r["label"] - r["p_correct"] for r in labels if r["p_correct"] is not None]
     assert len(labels) >= 30
-    # θ = mean p over all scored + Σ residuals / labels (as SliceRegistry counts them)
-    assert by_key[key]["recalibrated"]["estimate"] == pytest.approx(sum(ps) / len(ps) + sum(resid) / len(labels))
+    # θ = mean p over all scored + w · Σ residuals / labels (as SliceRegistry counts them), the
+    # labelled bias shrunk by its precision against the τ prior (monitor/intervals.recalibrated)
+    n, m = len(ps), len(labels)
+    mean_r = sum(resid) / m
+    var_r = max(sum((r - mean_r) ** 2 for r in resid) / (m - 1), sum(p * (1 - p) for p in ps) / n)
+    prior = max(data["tau"] ** 2, mean_r**2 - var_r / m)
+    weight = prior / (prior + var_r / m)
+    assert 0 < weight < 1
+    expected = sum(ps) / n + weight * mean_r
+    assert by_key[key]["recalibrated"]["estimate"] == pytest.approx(expected)
     for other, s in by_key.items():
         if other != key:
             assert s["recalibrated"] is None, other  # fewer than 30 labels

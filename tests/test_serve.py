@@ -14,6 +14,7 @@ import urllib.request
 import openai
 import pytest
 
+from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT, ArtifactScorer
 from entropy_sentinel.upstream.llama_server import free_port
 from tests.harness import get_json
 
@@ -72,6 +73,11 @@ def test_serve_local_end_to_end_and_clean_shutdown(served):
     assert record["scored"] and choice["upstream_top_k"] == 20
     assert choice["tokens"] == completion.usage.completion_tokens
     assert choice["features"]["n_tokens"] == choice["tokens"] and choice["features"]["max"] > 0
+    # out of the box, the shipped estimator (docs/results.md's winner) scores every response
+    shipped = ArtifactScorer.load(BUILTIN_ARTIFACT)
+    expected = shipped([choice["features_by_variant"]])[0]
+    assert float(raw.headers["X-Sentinel-P-Correct"]) == pytest.approx(expected, abs=5e-5)
+    assert 0.0 < expected < 1.0
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

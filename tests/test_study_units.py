@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 import pytest
-
 from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT, resolve_artifact
 from entropy_sentinel.estimator.study import _first_staying_below, truncation
 from entropy_sentinel.estimator.study_report import BEGIN, END, generated_block, splice

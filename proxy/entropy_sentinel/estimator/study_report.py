@@ -42,6 +42,7 @@ def render_tables(res: Mapping[str, Any]) -> str:
                 ["beats paper_forest and ATC on median AEE (all compositions)", f"{_f(v['median_aee'])} vs {refs}", _f(v["beats_references_on_median_aee"])],
                 ["median Spearman ρ over compositions ≥ 0.95", _f(v["median_spearman_protocol"]), _f((v["median_spearman_protocol"] or 0) >= 0.95)],
                 ["Spearman ρ, leave-one-slice-out ≥ 0.95", _f(v["spearman_leave_one_out"]), _f((v["spearman_leave_one_out"] or 0) >= 0.95)],
+                ["(ceiling: ρ of a perfect estimator, from the slices' sampling noise alone)", _f(v["spearman_noise_ceiling"]), ""],
                 ["90 % interval coverage ≥ 0.90 (sub-slices)", _f(v["interval_coverage"]), _f((v["interval_coverage"] or 0) >= 0.9)],
                 ["90 % interval coverage (whole slices)", _f(v["interval_coverage_whole_slices"]), _f((v["interval_coverage_whole_slices"] or 0) >= 0.9)],
             ],
