@@ -204,8 +204,9 @@ def test_recalibrated_only_with_enough_labels_and_equals_ppi_point(report, rows)
     n, m = len(ps), len(labels)
     mean_r = sum(resid) / m
     var_r = max(sum((r - mean_r) ** 2 for r in resid) / (m - 1), sum(p * (1 - p) for p in ps) / n)
-    prior = max(data["tau"] ** 2, mean_r**2 - var_r / m)
-    weight = prior / (prior + var_r / m)
+    noise = var_r / m * (1 - m / n)  # labels drawn without replacement from the slice's n
+    prior = max(data["tau"] ** 2, mean_r**2 - noise)
+    weight = prior / (prior + noise)
     assert 0 < weight < 1
     expected = sum(ps) / n + weight * mean_r
     assert by_key[key]["recalibrated"]["estimate"] == pytest.approx(expected)

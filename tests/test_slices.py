@@ -63,7 +63,8 @@ def test_wilson_and_prediction_powered_intervals_by_hand():
     # all p = 0.4 over n = 100; 50 labelled residuals, half +0.6 half -0.4: mean 0.1, sample var 0.25*50/49
     r = recalibrated(100, 40.0, 16.0, 50, 5.0, 25 * 0.36 + 25 * 0.16, 0.9)
     assert r.estimate == pytest.approx(0.5)
-    assert r.upper - r.estimate == pytest.approx(z_value(0.9) * math.sqrt(0.25 * 50 / 49 / 50))
+    # var(p) = 0; the 50 labels are half the slice: finite-population factor (1 - 50/100)
+    assert r.upper - r.estimate == pytest.approx(z_value(0.9) * math.sqrt(0.25 * 50 / 49 / 50 * (1 - 50 / 100)))
     assert transfer_rms({"per_benchmark": {"a": {"est_acc": 0.5, "true_acc": 0.2}, "b": {"est_acc": 0.1, "true_acc": 0.5}}}) == pytest.approx(
         math.sqrt((0.09 + 0.16) / 2)
     )

@@ -84,7 +84,8 @@ def recalibrated(
     w · mean(r), w = s² / (s² + var(r)/m), with variance w · var(r)/m, where s² = max(τ², mean(r)² −
     var(r)/m) (empirical Bayes: a slice whose labels show a bias beyond τ gets a prior that wide). A
     few labels then barely move a well-estimated slice (plain PPI with 5-30 labels made it worse on
-    the study's slices: docs/results.md), and many labels converge to plain PPI.
+    the study's slices: docs/results.md), and many labels converge to plain PPI. var(r)/m carries
+    the finite-population factor (1 − m/n): a slice whose every response is labelled is known.
     """
     if n <= 1 or m <= 1:
         return None
@@ -95,10 +96,12 @@ def recalibrated(
     # a calibrated score has E[(y − p)²] = E[p(1 − p)]: a few labels of a rare outcome (all wrong,
     # say) must not shrink the residual variance below that, or the interval collapses
     var_r = max(var_r, max(sum_p - sum_p2, 0.0) / n)
-    noise = var_r / m
+    # the m labels are drawn without replacement from the slice's n responses: once all of them
+    # are labelled, the slice's accuracy is known exactly (finite-population correction)
+    noise = var_r / m * max(1.0 - m / n, 0.0)
     # empirical-Bayes prior: a bias the labels show to be larger than τ widens the prior to it
     prior = max(tau * tau, mean_r * mean_r - noise)
-    weight = prior / (prior + noise) if tau > 0 else 1.0
+    weight = prior / (prior + noise) if tau > 0 and prior + noise > 0 else 1.0
     estimate = min(max(mean_p + weight * mean_r, 0.0), 1.0)
     return _clip(estimate, z_value(level) * math.sqrt(var_p / n + weight * noise))
 
