@@ -252,16 +252,5 @@ def load_benchmark(name: str, cache_dir: Path | None = None, limit: int | None =
             raise ValueError(f"{path}: item ids are not unique")
     else:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(list_benchmarks())}, or a path to a .jsonl file")
-    items = [
-        Item(
-            benchmark=label,
-            item_id=r["item_id"],
-            question=r["question"],
-            answer=r["answer"],
-            kind=r["kind"],
-            choices=tuple(r.get("choices") or ()),
-            meta=dict(r.get("meta") or {}),
-        )
-        for r in rows
-    ]
+    items = [Item.from_dict({**r, "benchmark": label}) for r in rows]
     return _subsample(items, limit, seed)

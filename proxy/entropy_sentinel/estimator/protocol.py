@@ -39,6 +39,7 @@ __all__ = [
     "BenchmarkData",
     "ProtocolResult",
     "benchmark_data",
+    "fit_on",
     "group_by_benchmark",
     "read_traces",
     "run_protocol",
@@ -177,6 +178,20 @@ def _accepts_groups(estimator: Any) -> bool:
         return False
 
 
+def fit_on(template: Any, data: Mapping[str, BenchmarkData], train: Sequence[str]) -> Any:
+    """A clone of ``template`` fitted on the pooled responses of the ``train`` benchmarks (their
+    names as ``groups`` when its ``fit`` takes them)."""
+    features = tuple(template.features)
+    est = clone(template)
+    X = np.vstack([data[b].matrix(features) for b in train])
+    y = np.concatenate([data[b].y for b in train])
+    if _accepts_groups(est):
+        est.fit(X, y, groups=np.concatenate([np.full(data[b].y.size, b, dtype=object) for b in train]))
+    else:
+        est.fit(X, y)
+    return est
+
+
 def _evaluate(task: tuple[int, tuple[str, ...]]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     return _evaluate_with(_STATE, task)
 
@@ -190,20 +205,13 @@ def _evaluate_with(
     estimators: dict[str, Any] = state["estimators"]
     bins: int = state["bins"]
     heldout = [b for b in data if b not in train]
-    y_train = np.concatenate([data[b].y for b in train])
-    groups = np.concatenate([np.full(data[b].y.size, b, dtype=object) for b in train])
     rows: list[dict[str, Any]] = []
     sums: dict[str, np.ndarray] = {}
     for name, template in estimators.items():
-        features = tuple(template.features)
-        est = clone(template)
-        x_train = np.vstack([data[b].matrix(features) for b in train])
         start = time.perf_counter()
-        if _accepts_groups(est):
-            est.fit(x_train, y_train, groups=groups)
-        else:
-            est.fit(x_train, y_train)
+        est = fit_on(template, data, train)
         fit_seconds = time.perf_counter() - start
+        features = tuple(template.features)
         preds = {b: est.predict_proba(data[b].matrix(features))[:, 1] for b in heldout}
         est_acc = np.array([preds[b].mean() for b in heldout])
         true_acc = np.array([data[b].y.mean() for b in heldout])

@@ -30,7 +30,7 @@ from sklearn.base import clone
 from entropy_sentinel.estimator.base import ROBUST_FEATURES
 from entropy_sentinel.estimator.estimators import make_estimator
 from entropy_sentinel.estimator.metrics import spearman
-from entropy_sentinel.estimator.protocol import BenchmarkData, benchmark_data, run_protocol
+from entropy_sentinel.estimator.protocol import BenchmarkData, benchmark_data, fit_on, run_protocol
 from entropy_sentinel.estimator.training import DEFAULT_METHOD
 from entropy_sentinel.monitor.intervals import label_free, predictive_tau, recalibrated
 from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS, entropy_variant
@@ -77,14 +77,9 @@ def _r(x: float, digits: int = 6) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)
 
 
-def _fit_predict(template: Any, data: Mapping[str, BenchmarkData], train: Sequence[str], test: Sequence[str]) -> dict[str, np.ndarray]:
-    features = tuple(template.features)
-    est = clone(template)
-    X = np.vstack([data[b].matrix(features) for b in train])
-    y = np.concatenate([data[b].y for b in train])
-    groups = np.concatenate([np.full(data[b].y.size, b, dtype=object) for b in train])
-    est.fit(X, y, groups=groups)
-    return {b: est.predict_proba(data[b].matrix(features))[:, 1] for b in test}
+def _fit_predict(template: Any, data: Mapping[str, BenchmarkData], train: Sequence[str], test: str) -> np.ndarray:
+    """P(correct) of ``test``'s responses from ``template`` fitted on ``train``."""
+    return fit_on(template, data, train).predict_proba(data[test].matrix(tuple(template.features)))[:, 1]
 
 
 def overall(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -105,12 +100,6 @@ def overall(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def lobo(data: Mapping[str, BenchmarkData], template: Any) -> dict[str, np.ndarray]:
-    """Per slice, P(correct) of its responses from a model trained on every other slice."""
-    names = list(data)
-    return {b: _fit_predict(template, data, [o for o in names if o != b], [b])[b] for b in names}
-
-
 def coverage(data: Mapping[str, BenchmarkData], template: Any, cfg: StudyConfig) -> dict[str, Any]:
     """Label-free interval coverage on each held-out slice, τ from the nested leave-one-out."""
     names = list(data)
@@ -120,10 +109,10 @@ def coverage(data: Mapping[str, BenchmarkData], template: Any, cfg: StudyConfig)
     for held in names:
         others = [b for b in names if b != held]
         inner = [
-            _fit_predict(template, data, [o for o in others if o != v], [v])[v].mean() - data[v].y.mean() for v in others
+            _fit_predict(template, data, [o for o in others if o != v], v).mean() - data[v].y.mean() for v in others
         ]
         tau = predictive_tau([float(e) for e in inner], cfg.level)
-        p = _fit_predict(template, data, others, [held])[held]
+        p = _fit_predict(template, data, others, held)
         preds[held] = p
         y = data[held].y
         whole = label_free(p.size, p.sum(), (p**2).sum(), cfg.level, tau)
@@ -285,10 +274,14 @@ def run_study(
     default = templates[cfg.default]
     cov = coverage(benchmark_data(grouped, default.features, cfg.variant), default, cfg)
     preds = cov.pop("_preds")
-    lobo_rows = {
-        name: {b: _r(p.mean()) for b, p in lobo(data, t).items()} if name != cfg.default else {b: _r(p.mean()) for b, p in preds.items()}
-        for name, t in templates.items()
-    }
+    # leave one slice out: the default's predictions come from the coverage fits; the others', from
+    # the protocol with k = every slice but one
+    others = {name: t for name, t in templates.items() if name != cfg.default}
+    loo = run_protocol(grouped, others, ks=(len(data) - 1,), variant=cfg.variant, n_jobs=n_jobs, progress=progress)
+    lobo_rows = {name: {} for name in templates}
+    for row in loo.rows:
+        lobo_rows[row["estimator"]][row["heldout"]] = _r(row["est_acc"])
+    lobo_rows[cfg.default] = {b: _r(p.mean()) for b, p in preds.items()}
     ablation = {"ks": cfg.ks, "max_combinations": cfg.ablation_max_combinations, "seed": cfg.seed}
     variants = {}
     for v in ENTROPY_VARIANTS:

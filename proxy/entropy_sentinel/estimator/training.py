@@ -16,7 +16,7 @@ from sklearn.base import clone
 from entropy_sentinel.estimator.artifact import save_artifact
 from entropy_sentinel.estimator.estimators import make_estimator
 from entropy_sentinel.estimator.metrics import spearman
-from entropy_sentinel.estimator.protocol import benchmark_data, group_by_benchmark, read_traces, run_protocol
+from entropy_sentinel.estimator.protocol import benchmark_data, fit_on, group_by_benchmark, read_traces, run_protocol
 
 #: the estimator `train` fits unless told otherwise (see docs/results.md for the study behind it)
 DEFAULT_METHOD = "monotone_boost"
@@ -79,11 +79,8 @@ def train(
     estimator = make_estimator(method, **(params or {}))
     features = tuple(estimator.features)
     data = benchmark_data(grouped, features, variant)
-    X = np.vstack([d.matrix(features) for d in data.values()])
-    y = np.concatenate([d.y for d in data.values()])
-    groups = np.concatenate([np.full(d.y.size, name, dtype=object) for name, d in data.items()])
     validation = validate_across_benchmarks(grouped, estimator, variant, progress)
-    estimator.fit(X, y, groups=groups)
+    estimator = fit_on(estimator, data, list(data))
     models = Counter(str(t.get("model")) for t in traces)
     ks = [t["k"] for t in traces if isinstance(t.get("k"), int)]
     metadata = {

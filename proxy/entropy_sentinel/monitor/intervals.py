@@ -106,12 +106,14 @@ def recalibrated(
     return _clip(estimate, z_value(level) * math.sqrt(var_p / n + weight * noise))
 
 
+def _rms(errors: list[float]) -> float:
+    return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else 0.0
+
+
 def predictive_tau(errors: list[float], level: float = 0.9) -> float:
     """τ for a new benchmark from B leave-one-out errors: RMS · sqrt(1 + 1/B) · t_{B−1} / z."""
     b = len(errors)
-    if b == 0:
-        return 0.0
-    rms = math.sqrt(sum(e * e for e in errors) / b)
+    rms = _rms(errors)
     if b < 2:
         return rms
     from scipy.stats import t as student_t
@@ -119,14 +121,17 @@ def predictive_tau(errors: list[float], level: float = 0.9) -> float:
     return rms * math.sqrt(1.0 + 1.0 / b) * float(student_t.ppf(0.5 + level / 2.0, b - 1)) / z_value(level)
 
 
+def _validation_errors(validation: dict | None) -> list[float]:
+    """est − true of each benchmark in an artifact's leave-one-benchmark-out validation."""
+    per = (validation or {}).get("per_benchmark") or {}
+    return [v["est_acc"] - v["true_acc"] for v in per.values() if v.get("est_acc") is not None]
+
+
 def transfer_tau(validation: dict | None, level: float = 0.9) -> float:
     """:func:`predictive_tau` of an artifact's leave-one-benchmark-out errors (0 when it has none)."""
-    per = (validation or {}).get("per_benchmark") or {}
-    return predictive_tau([v["est_acc"] - v["true_acc"] for v in per.values() if v.get("est_acc") is not None], level)
+    return predictive_tau(_validation_errors(validation), level)
 
 
 def transfer_rms(validation: dict | None) -> float:
-    """τ: the RMS of an artifact's leave-one-benchmark-out errors (0 when it has none)."""
-    per = (validation or {}).get("per_benchmark") or {}
-    errors = [v["est_acc"] - v["true_acc"] for v in per.values() if v.get("est_acc") is not None]
-    return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else 0.0
+    """The plain RMS of an artifact's leave-one-benchmark-out errors (0 when it has none)."""
+    return _rms(_validation_errors(validation))
