@@ -46,6 +46,26 @@ SIZES = {
     "svamp": 1000,
     "mawps": 1743,
     "asdiv_a": 1217,
+    "chain_sum_1d": 1000,
+    "chain_sum_2d": 1000,
+    "chain_sum_3t": 1000,
+    "unit_addition": 3000,
+    "unit_addition_1d": 681,
+    "unit_addition_3d": 1740,
+    "ling_plural": 1702,
+    "ling_past_tense": 1775,
+    "ling_negation": 3040,
+    "ling_question": 3040,
+    "ling_pronoun": 800,
+    "word_unscrambling": 8917,
+    "word_sorting": 1900,
+    "word_sorting_short": 300,
+    "word_sorting_long": 1300,
+    "object_counting": 1000,
+    "object_counting_small": 419,
+    "object_counting_large": 412,
+    "periodic_elements": 536,
+    "qa_wikidata": 20442,
 }
 
 
@@ -184,6 +204,36 @@ def test_gsm_symbolic_is_regenerated_deterministically(loaded):
     root = bm.package_root(bm.REASONING_GYM, bm.default_cache_dir())
     again = src.parse_gsm_symbolic(root, size=30)
     assert [(r["question"], r["answer"]) for r in again] == [(i.question, i.answer) for i in items[:30]]
+
+
+def test_chain_sum_ladder_is_reasoning_gyms_generator(loaded):
+    # reasoning-gym's chain_sum run from its wheel: each level keeps its terms and digits, and every
+    # answer is the expression's value
+    for level, (lo_t, hi_t, lo_d, hi_d) in src.CHAIN_SUM_LEVELS.items():
+        for i in loaded[level]:
+            expr = i.question.removeprefix("State the final answer to the following arithmetic problem: ")
+            expr = expr.removesuffix(" =")
+            assert re.fullmatch(r"\d+( [+-] \d+)+", expr), i.question
+            assert int(i.answer) == eval(expr), (i.item_id, expr, i.answer)  # noqa: S307 - digits and +/- only
+            assert lo_t <= i.meta["terms"] <= hi_t and lo_d <= i.meta["digits"] <= hi_d
+    # deterministic: the same seed regenerates the same items
+    root = bm.package_root(bm.REASONING_GYM, bm.default_cache_dir())
+    again = src.parse_chain_sum(root, "chain_sum_2d", size=20)
+    assert [(r["question"], r["answer"]) for r in again] == [(i.question, i.answer) for i in loaded["chain_sum_2d"][:20]]
+
+
+def test_bigbench_generative_tasks(loaded):
+    first = {i.item_id: i for i in loaded["ling_plural"]}["ling_plural-0"]
+    assert (first.question, first.answer, first.kind) == ('What is the plural of "ability"?', "abilities", "exact")
+    wiki = loaded["qa_wikidata"][0]
+    assert wiki.answer == "comedy" and wiki.meta["aliases"] == ["parody"]
+    counting = loaded["object_counting"][0]
+    assert counting.kind == "numeric" and counting.answer == "3" and counting.meta["count"] == 3
+    assert all(i.meta["words"] <= 4 for i in loaded["word_sorting_short"])
+    assert all(i.meta["digits"] >= 3 for i in loaded["unit_addition_3d"])
+    assert all(i.meta["count"] >= 9 for i in loaded["object_counting_large"])
+    # the ladders split one task file: no item in two rungs
+    assert not {i.item_id for i in loaded["word_sorting_short"]} & {i.item_id for i in loaded["word_sorting_long"]}
 
 
 def test_shared_sets_fields(loaded):
@@ -325,4 +375,4 @@ def test_cache_is_compact_and_used():
     assert {"gsm8k", "math", "mmlu", "bigbench_arithmetic", "gsm_symbolic"} <= set(files)
     assert sum(files.values()) < 20_000_000
     assert not list((bm.default_cache_dir() / "downloads").glob("*.tar.gz"))
-    assert Path(bm.default_cache_dir() / "sources" / "bigbench-1.0.0" / ".complete").exists()
+    assert Path(bm.default_cache_dir() / "sources" / bm.BIGBENCH.key / ".complete").exists()

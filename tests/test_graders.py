@@ -342,3 +342,11 @@ def test_judge_verdict_parsing():
     assert LLMJudge.parse_verdict("INCORRECT") is False
     assert LLMJudge.parse_verdict("Incorrect, because it is not correct") is False
     assert LLMJudge.parse_verdict("") is False and LLMJudge.parse_verdict(None) is False
+
+
+def test_exact_accepts_aliases():
+    item = Item("qa_wikidata", "w-0", "Complete the sentence: The genre of X is ...", "comedy", "exact",
+                meta={"aliases": ["parody"]})
+    assert grade(item, " Parody.\n").correct
+    assert grade(item, "comedy").correct
+    assert not grade(item, "drama").correct

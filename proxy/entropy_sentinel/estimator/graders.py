@@ -17,7 +17,8 @@ The completions are short few-shot continuations (``prompts.py``): what the mode
   stands.
 * ``choice``: the letter the completion starts with (``A``, ``(A)``, ``A.``), else the letter after
   "answer is", else the choice whose text the completion starts with.
-* ``exact``: the first line, compared case-, whitespace- and trailing-punctuation-insensitively.
+* ``exact``: the first line, compared case-, whitespace- and trailing-punctuation-insensitively
+  with the answer or any of ``meta["aliases"]`` (tasks that accept several answers).
 
 ``LLMJudge`` is an optional model-based grader for free-form answers (any OpenAI-compatible server).
 """
@@ -63,7 +64,8 @@ def grade(item: Item, completion: str) -> Grade:
         return Grade(pred is not None and pred == item.answer.strip().upper(), pred)
     if item.kind == "exact":
         line = _first_line(text)
-        return Grade(bool(line) and normalize_text(line) == normalize_text(item.answer), line or None)
+        accepted = {normalize_text(a) for a in (item.answer, *item.meta.get("aliases", ()))}
+        return Grade(bool(line) and normalize_text(line) in accepted, line or None)
     raise ValueError(f"unknown item kind {item.kind!r}")
 
 

@@ -1,12 +1,16 @@
-"""Benchmark rows from ``bigbench``'s arithmetic task files."""
+"""Benchmark rows from ``bigbench``'s task files: arithmetic, and the generative tasks with short,
+exactly gradable answers (word forms, word games, counting, facts, unit sums)."""
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BIGBENCH_ARITH = "bigbench-1.0.0/bigbench/benchmark_tasks/arithmetic"
+BIGBENCH_TASKS = "bigbench-1.0.0/bigbench/benchmark_tasks"
+BIGBENCH_ARITH = f"{BIGBENCH_TASKS}/arithmetic"
 _ARITH_OPS = {"addition": "plus", "subtraction": "minus", "multiplication": "times", "division": "divided by"}
 
 
@@ -30,3 +34,80 @@ def parse_bigbench_arithmetic(root: Path) -> list[dict[str, Any]]:
                 )
     return rows
 
+
+@dataclass(frozen=True)
+class GenerativeTask:
+    """A BIG-bench task whose examples have a short ``target`` (or a list of accepted targets).
+
+    ``question`` formats the example's ``input`` into the question the prompt asks; ``kind`` is the
+    item kind the grader uses. Extra accepted targets go to ``meta["aliases"]`` (the grader accepts
+    any; ``collect`` keeps them out of trace rows). For ``numeric`` items the first numeric target is
+    the answer (object_counting lists ``["three", "3"]``).
+    """
+
+    path: str  # under benchmark_tasks/
+    question: str = "{input}"
+    kind: str = "exact"
+
+    @property
+    def member(self) -> str:
+        return f"{BIGBENCH_TASKS}/{self.path}/"
+
+
+#: source name -> task. The questions are worded for a few-shot ``Question: ... Answer:`` prompt.
+GENERATIVE_TASKS: dict[str, GenerativeTask] = {
+    "ling_plural": GenerativeTask("linguistic_mappings/plural_json", 'What is the plural of "{input}"?'),
+    "ling_past_tense": GenerativeTask("linguistic_mappings/past_tense_json", 'What is the past tense of "{input}"?'),
+    "ling_negation": GenerativeTask("linguistic_mappings/sentence_negation_json", 'Negate the sentence "{input}".'),
+    "ling_question": GenerativeTask(
+        "linguistic_mappings/question_formation_json", 'Turn the sentence "{input}" into a yes/no question.'
+    ),
+    "ling_pronoun": GenerativeTask(
+        "linguistic_mappings/pronoun_replacement_json",
+        'Replace the repeated name with a pronoun in "{input}".',
+    ),
+    "word_unscrambling": GenerativeTask("word_unscrambling", "{input}"),
+    "word_sorting": GenerativeTask("word_sorting", "Sort the words alphabetically: {input}"),
+    "object_counting": GenerativeTask("object_counting", "{input}", kind="numeric"),
+    "periodic_elements": GenerativeTask("periodic_elements/subtask_1", "{input}"),
+    "qa_wikidata": GenerativeTask("qa_wikidata", "Complete the sentence: {input} ..."),
+    "unit_addition": GenerativeTask("unit_conversion/unit_addition_same", "{input}", kind="numeric"),
+}
+
+_NUMERIC = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def parse_bigbench_generative(root: Path, name: str) -> list[dict[str, Any]]:
+    """Rows of one :data:`GENERATIVE_TASKS` task, in the task file's order."""
+    task = GENERATIVE_TASKS[name]
+    data = json.loads((root / task.member / "task.json").read_text())
+    rows = []
+    for i, ex in enumerate(data["examples"]):
+        targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
+        targets = [str(t).strip() for t in targets if str(t).strip()]
+        if task.kind == "numeric":
+            numeric = [t for t in targets if _NUMERIC.fullmatch(t)]
+            if not numeric:
+                continue
+            answer = numeric[0]
+            aliases: list[str] = []
+        else:
+            answer, aliases = targets[0], targets[1:]
+        text = ex["input"].strip()
+        meta: dict[str, Any] = {"words": len(text.split())} if name == "word_sorting" else {}
+        if name == "unit_addition":
+            meta["digits"] = len(_NUMERIC.findall(text)[0].lstrip("-").split(".")[0])
+        if name == "object_counting":
+            meta["count"] = int(answer)
+        if aliases:
+            meta["aliases"] = aliases
+        rows.append(
+            {
+                "item_id": f"{name}-{i}",
+                "question": task.question.format(input=text),
+                "answer": answer,
+                "kind": task.kind,
+                "meta": meta,
+            }
+        )
+    return rows

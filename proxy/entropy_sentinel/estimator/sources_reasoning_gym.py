@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ast
 import random
+import re
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,86 @@ def parse_gsm_symbolic(
                 "answer": str(example["answer"]).strip(),
                 "kind": "numeric",
                 "meta": {"template": template},
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Procedural datasets (``ProceduralDataset`` subclasses), run from the wheel with a minimal base
+
+
+class _ProceduralDataset:
+    """What ``reasoning_gym.dataset.ProceduralDataset.__init__`` sets up, and nothing else."""
+
+    def __init__(self, config: Any, seed: int | None = None, size: int = 500) -> None:
+        if hasattr(config, "validate"):
+            config.validate()
+        self.config, self.size = config, size
+        self.seed = seed if seed is not None else random.Random().randint(0, 2**32)
+
+
+class _Anything:
+    """Stands in for the curriculum classes a dataset module defines but generation never uses."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def _rg_module(root: Path, module: str) -> dict[str, Any]:
+    """Execute ``reasoning_gym/<module>.py`` with its package imports bound to minimal stand-ins."""
+    path = root / "reasoning_gym" / f"{module}.py"
+    source = path.read_text()
+    source = re.sub(r"^from \.\.coaching import .*$", "", source, flags=re.M)
+    source = re.sub(r"^from \.\.factory import .*$", "", source, flags=re.M)
+    source = re.sub(r"^from reasoning_gym import utils$", "", source, flags=re.M)
+    name = f"reasoning_gym_snapshot_{module.replace('/', '_')}"
+    mod = types.ModuleType(name)
+    ns: dict[str, Any] = mod.__dict__
+    ns.update({
+        "ProceduralDataset": _ProceduralDataset,
+        "register_dataset": lambda *a, **k: None,
+        "BaseCurriculum": _Anything,
+        "RangeAttributeDefinition": _Anything,
+        "ScalarAttributeDefinition": _Anything,
+        "utils": None,
+    })
+    sys.modules[name] = mod  # dataclasses look their module up while the class body runs
+    try:
+        exec(compile(source, str(path.relative_to(root)), "exec"), ns)  # noqa: S102
+    finally:
+        sys.modules.pop(name, None)
+    return ns
+
+
+#: chain_sum's settings per difficulty: (min_terms, max_terms, min_digits, max_digits)
+CHAIN_SUM_LEVELS: dict[str, tuple[int, int, int, int]] = {
+    "chain_sum_1d": (2, 2, 1, 1),
+    "chain_sum_2d": (2, 2, 2, 2),
+    "chain_sum_3t": (3, 3, 1, 1),
+}
+CHAIN_SUM_SIZE = 1000
+
+
+def parse_chain_sum(root: Path, level: str, size: int = CHAIN_SUM_SIZE, seed: int = 0) -> list[dict[str, Any]]:
+    """``reasoning_gym.create_dataset("chain_sum", seed=seed, size=size, ...)`` at one difficulty of
+    :data:`CHAIN_SUM_LEVELS`: sums and differences of 2-3 terms of 1-2 digits."""
+    ns = _rg_module(root, "arithmetic/chain_sum")
+    lo_t, hi_t, lo_d, hi_d = CHAIN_SUM_LEVELS[level]
+    config = ns["ChainSumConfig"](
+        min_terms=lo_t, max_terms=hi_t, min_digits=lo_d, max_digits=hi_d, seed=seed, size=size
+    )
+    dataset = ns["ChainSumDataset"](config)
+    rows = []
+    for i in range(size):
+        ex = dataset[i]
+        rows.append(
+            {
+                "item_id": f"{level}-{seed}-{i}",
+                "question": ex["question"].strip(),
+                "answer": str(ex["answer"]).strip(),
+                "kind": "numeric",
+                "meta": {"terms": ex["metadata"]["num_terms"], "digits": ex["metadata"]["num_digits"]},
             }
         )
     return rows
