@@ -66,6 +66,9 @@ SIZES = {
     "object_counting_large": 412,
     "periodic_elements": 536,
     "qa_wikidata": 20442,
+    "wikidata_language": 3345,
+    "wikidata_country": 7100,
+    "wikidata_other": 9997,
 }
 
 
@@ -226,7 +229,8 @@ def test_bigbench_generative_tasks(loaded):
     first = {i.item_id: i for i in loaded["ling_plural"]}["ling_plural-0"]
     assert (first.question, first.answer, first.kind) == ('What is the plural of "ability"?', "abilities", "exact")
     wiki = loaded["qa_wikidata"][0]
-    assert wiki.answer == "comedy" and wiki.meta["aliases"] == ["parody"]
+    assert wiki.answer == "comedy" and wiki.meta["aliases"] == ["parody"] and wiki.meta["relation"] == "genre"
+    assert {i.meta["relation"] for i in loaded["wikidata_country"]} == {"country", "original country"}
     counting = loaded["object_counting"][0]
     assert counting.kind == "numeric" and counting.answer == "3" and counting.meta["count"] == 3
     assert all(i.meta["words"] <= 4 for i in loaded["word_sorting_short"])

@@ -11,6 +11,8 @@ from typing import Any
 from entropy_sentinel.estimator.sources_bigbench import (
     BIGBENCH_ARITH,
     GENERATIVE_TASKS,
+    WIKIDATA_COUNTRY,
+    WIKIDATA_LANGUAGE,
     parse_bigbench_arithmetic,
     parse_bigbench_generative,
 )
@@ -102,7 +104,7 @@ SOURCES: dict[str, Source] = {
     "bigbench_arithmetic": Source("bigbench_arithmetic", parse_bigbench_arithmetic, BIGBENCH),
     "gsm_symbolic": Source("gsm_symbolic", parse_gsm_symbolic, REASONING_GYM),
     **{
-        name: Source(name, lambda root, n=name: parse_bigbench_generative(root, n), BIGBENCH)
+        name: Source(name, lambda root, n=name: parse_bigbench_generative(root, n), BIGBENCH, version=2)
         for name in GENERATIVE_TASKS
     },
     **{
@@ -131,6 +133,12 @@ def _benchmarks() -> dict[str, tuple[str, Filter | None]]:
     out["unit_addition_3d"] = ("unit_addition", lambda r: r["meta"]["digits"] >= 3)
     out["object_counting_small"] = ("object_counting", lambda r: r["meta"]["count"] <= 6)
     out["object_counting_large"] = ("object_counting", lambda r: r["meta"]["count"] >= 9)
+    out["wikidata_language"] = ("qa_wikidata", lambda r: r["meta"]["relation"] in WIKIDATA_LANGUAGE)
+    out["wikidata_country"] = ("qa_wikidata", lambda r: r["meta"]["relation"] in WIKIDATA_COUNTRY)
+    out["wikidata_other"] = (
+        "qa_wikidata",
+        lambda r: r["meta"]["relation"] not in WIKIDATA_LANGUAGE + WIKIDATA_COUNTRY,
+    )
     return out
 
 

@@ -75,6 +75,10 @@ GENERATIVE_TASKS: dict[str, GenerativeTask] = {
 }
 
 _NUMERIC = re.compile(r"-?\d+(?:\.\d+)?")
+_RELATION = re.compile(r"The (.+?) of ")  # qa_wikidata: "The native language of X is"
+#: qa_wikidata relations grouped into slices of one difficulty each
+WIKIDATA_LANGUAGE = ("native language", "language", "official language", "writing languages")
+WIKIDATA_COUNTRY = ("country", "original country")
 
 
 def parse_bigbench_generative(root: Path, name: str) -> list[dict[str, Any]]:
@@ -99,6 +103,9 @@ def parse_bigbench_generative(root: Path, name: str) -> list[dict[str, Any]]:
             meta["digits"] = len(_NUMERIC.findall(text)[0].lstrip("-").split(".")[0])
         if name == "object_counting":
             meta["count"] = int(answer)
+        if name == "qa_wikidata":
+            relation = _RELATION.match(text)
+            meta["relation"] = relation.group(1) if relation else "other"
         if aliases:
             meta["aliases"] = aliases
         rows.append(
