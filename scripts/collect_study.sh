@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Re-collects the study's labelled traces: the embedded llama-server + Gemma 3 270M behind the
 # proxy, one fixed prompt set, a fixed seeded subsample of each slice. Resumable (items already in
-# the output are skipped). ~45 min on 2 cores for 14 slices x 300 items.
+# the output are skipped). ~45 min on 2 cores for 14 slices x 300 items. The proxy keeps its own
+# store next to the output (OUT minus .jsonl, plus .db), so its per-slice estimates
+# (GET /sentinel/v1/slices, one slice per benchmark) hold this study's requests only.
 #   bash scripts/collect_study.sh [LIMIT] [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,7 @@ OUT=${2:-data/traces/gemma-3-270m.jsonl}
 SLICES=${SENTINEL_STUDY_SLICES:-"arith_1d arith_2d arith_3d svamp arc_easy sciq gsm8k math_l1 mmlu_stem mawps asdiv_a gsm_symbolic math_l2 arith_4d"}
 PORT=${SENTINEL_STUDY_PORT:-18480}
 mkdir -p "$(dirname "$OUT")"
-.venv/bin/entropy-sentinel serve --port "$PORT" > "${OUT%.jsonl}.serve.log" 2>&1 &
+.venv/bin/entropy-sentinel serve --port "$PORT" --store "${OUT%.jsonl}.db" > "${OUT%.jsonl}.serve.log" 2>&1 &
 SERVE=$!
 trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
 for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/sentinel/healthz" >/dev/null && break; sleep 0.5; done

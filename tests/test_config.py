@@ -2,13 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from entropy_sentinel.config import ConfigError, SentinelConfig, load_config
+from entropy_sentinel.config import ConfigError, SentinelConfig, load_config, resolve
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "sentinel.yaml"
 
 
 def test_documented_default_file_equals_the_built_in_defaults():
-    assert load_config(DEFAULT, environ={}) == SentinelConfig()
+    assert load_config(DEFAULT, environ={}) == resolve(SentinelConfig())
 
 
 def test_env_then_flags_override_the_file(tmp_path):

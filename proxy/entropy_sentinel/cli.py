@@ -28,6 +28,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         overrides.setdefault("server", {})["port"] = args.port
     if args.estimator is not None:
         overrides.setdefault("estimator", {})["path"] = args.estimator
+    if args.store is not None:
+        overrides.setdefault("store", {})["path"] = args.store
     return overrides
 
 
@@ -77,19 +79,25 @@ def prepare(cfg: SentinelConfig) -> int:
 def collect_cmd(args: argparse.Namespace) -> int:
     import asyncio
 
-    from entropy_sentinel.collect import collect, parse_slice
+    from entropy_sentinel.collect import CollectError, collect, parse_slice, summarize
 
-    stats = asyncio.run(
-        collect(
-            args.proxy, args.benchmark, Path(args.out), parse_slice(args.slice), args.limit,
-            args.concurrency, args.style, args.model,
+    out = Path(args.out)
+    try:
+        stats = asyncio.run(
+            collect(
+                args.proxy, args.benchmark, out, parse_slice(args.slice), args.limit,
+                args.concurrency, args.style, args.model, prompts=args.prompts,
+            )
         )
-    )
-    accuracy = stats.correct / stats.written if stats.written else float("nan")
+    except CollectError as exc:
+        print(f"entropy-sentinel collect: {exc}", file=sys.stderr)
+        return 2
     print(
-        f"{args.benchmark}: {stats.written} written (accuracy {accuracy:.3f}), {stats.skipped_done} already done, "
-        f"{stats.unscored} unscored, {stats.failed} failed -> {args.out}"
+        f"{stats.benchmark}: {stats.written} written, {stats.skipped_done} already done, "
+        f"{stats.unscored} unscored, {stats.failed} failed -> {out}",
+        file=sys.stderr,
     )
+    print(summarize(out, stats.benchmark, stats.prompts).line(f"{stats.benchmark} ({stats.prompts})"), file=sys.stderr)
     return 1 if stats.failed and not stats.written else 0
 
 
@@ -191,15 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="bind port (default 8080)")
     p.add_argument("--estimator", help="estimator artifact (skops) from `entropy-sentinel train`: adds P(correct)")
+    p.add_argument("--store", metavar="PATH", help="SQLite request store, replayed into the slice counters at start "
+                   "(default: one file per port, ~/.local/share/entropy-sentinel/sentinel-<port>.db; '' disables)")
     p = sub.add_parser("collect", help="send a benchmark through a running proxy, grade, write labelled traces")
     p.add_argument("--proxy", required=True, help="proxy base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--benchmark", required=True, help="benchmark name (gsm8k, svamp, math_l1, ...) or a JSONL file")
-    p.add_argument("--slice", action="append", default=[], metavar="K=V", help="slice tag added to every trace")
+    p.add_argument("--slice", action="append", default=[], metavar="K=V",
+                   help="slice tag sent to the proxy (X-Sentinel-Slice, with benchmark=<name>) and added to every "
+                   "trace; at most 3, keys and values [A-Za-z0-9_.:-]{1,64}")
     p.add_argument("--limit", type=int, help="items to send (a fixed, seeded subsample)")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--style", choices=("completion", "chat"), default="completion",
                    help="few-shot completion prompts (base models) or chat prompts (instruction models)")
     p.add_argument("--model", help="model name to request (default: the upstream's first)")
+    p.add_argument("--prompts", help="another prompts YAML (default: the packaged prompts.yaml); each trace records "
+                   "its prompt set as <file stem>:v<version>")
     p.add_argument("--out", required=True, help="traces JSONL (appended; items already there are skipped)")
 
     p = sub.add_parser("train", help="fit the P(correct) estimator on labelled traces, write a skops artifact")

