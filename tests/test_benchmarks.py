@@ -54,6 +54,8 @@ SIZES = {
     "unit_addition_3d": 1740,
     "ling_plural": 1702,
     "ling_past_tense": 1775,
+    "ling_singular": 1702,
+    "ling_base_form": 1775,
     "ling_negation": 3040,
     "ling_question": 3040,
     "ling_pronoun": 800,
@@ -79,6 +81,14 @@ def loaded() -> dict[str, list[Item]]:
 
 def test_every_benchmark_is_listed():
     assert set(list_benchmarks()) == set(SIZES)
+
+
+def test_every_benchmark_has_a_task_family():
+    from entropy_sentinel.estimator.benchmark_registry import FAMILIES, family_of
+
+    assert set(list_benchmarks()) <= set(FAMILIES)
+    assert family_of("arith_1d") == "arithmetic" and family_of("ling_plural") == "word_forms"
+    assert family_of("my_own.jsonl") == "my_own.jsonl"
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
@@ -228,6 +238,8 @@ def test_chain_sum_ladder_is_reasoning_gyms_generator(loaded):
 def test_bigbench_generative_tasks(loaded):
     first = {i.item_id: i for i in loaded["ling_plural"]}["ling_plural-0"]
     assert (first.question, first.answer, first.kind) == ('What is the plural of "ability"?', "abilities", "exact")
+    inverted = {i.item_id: i for i in loaded["ling_singular"]}["ling_singular-0"]
+    assert (inverted.question, inverted.answer) == ('What is the singular of "abilities"?', "ability")
     wiki = loaded["qa_wikidata"][0]
     assert wiki.answer == "comedy" and wiki.meta["aliases"] == ["parody"] and wiki.meta["relation"] == "genre"
     assert {i.meta["relation"] for i in loaded["wikidata_country"]} == {"country", "original country"}

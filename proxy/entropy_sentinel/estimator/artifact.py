@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 ALLOWED_TYPES: frozenset[str] = frozenset(
     {
         "entropy_sentinel.estimator.estimators.ATC",
+        "entropy_sentinel.estimator.estimators.ConstantEstimator",
         "entropy_sentinel.estimator.estimators.LogisticEstimator",
         "entropy_sentinel.estimator.transfer.MonotoneBoost",
         "entropy_sentinel.estimator.estimators.PaperForest",

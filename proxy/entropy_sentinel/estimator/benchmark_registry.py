@@ -149,3 +149,33 @@ BENCHMARKS = _benchmarks()
 def list_benchmarks() -> list[str]:
     """Names ``load_benchmark`` accepts (besides paths to JSONL files)."""
     return sorted(BENCHMARKS)
+
+
+#: The task family of each benchmark: what a "new task" means when the study holds one out. A
+#: benchmark not listed (a user's JSONL file) is its own family.
+FAMILIES: dict[str, str] = {
+    **{f"arith_{d}d": "arithmetic" for d in range(1, 6)},
+    "bigbench_arithmetic": "arithmetic",
+    **dict.fromkeys(("chain_sum_1d", "chain_sum_2d", "chain_sum_3t"), "arithmetic"),
+    **dict.fromkeys(("unit_addition", "unit_addition_1d", "unit_addition_3d"), "arithmetic"),
+    **dict.fromkeys(("gsm8k", "gsm_symbolic", "svamp", "mawps", "asdiv_a"), "word_problem"),
+    **dict.fromkeys(("math", *(f"math_l{lv}" for lv in range(1, 6))), "math"),
+    **dict.fromkeys(("arc_easy", "arc_challenge", "sciq", "mmlu", "mmlu_stem"), "multiple_choice"),
+    **dict.fromkeys((
+            "ling_plural", "ling_singular", "ling_past_tense", "ling_base_form", "ling_negation", "ling_question",
+            "ling_pronoun",
+        ),
+        "word_forms",),
+    **dict.fromkeys(
+        ("word_unscrambling", "word_sorting", "word_sorting_short", "word_sorting_long"), "word_games"
+    ),
+    **dict.fromkeys(
+        ("qa_wikidata", "wikidata_language", "wikidata_country", "wikidata_other", "periodic_elements"), "facts"
+    ),
+    **dict.fromkeys(("object_counting", "object_counting_small", "object_counting_large"), "counting"),
+}
+
+
+def family_of(benchmark: str) -> str:
+    """The task family of ``benchmark`` (:data:`FAMILIES`); an unknown name is its own family."""
+    return FAMILIES.get(benchmark, benchmark)

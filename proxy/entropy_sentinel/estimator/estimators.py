@@ -7,6 +7,7 @@ ones use. ``predict_proba`` returns (n, 2) with ``classes_ == [0, 1]``; the slic
 mean of column 1, so what matters for the product is that this *mean* is right on a benchmark the
 estimator never saw (AEE), more than per-response ranking.
 
+* :class:`ConstantEstimator` the baseline: the training slices' mean accuracy, whatever the features.
 * :class:`PaperForest`      the paper: balanced random forest, small AUROC-scored grid, calibrated.
 * :class:`ATC`              average thresholded confidence (Garg et al. 2022) on one statistic; the
                             paper's own CSVs say it beats the forest on median AEE (0.077 vs 0.128).
@@ -37,6 +38,7 @@ from entropy_sentinel.signal.features import ENTROPY_FEATURES
 
 __all__ = [
     "ATC",
+    "ConstantEstimator",
     "ESTIMATORS",
     "ESTIMATOR_CLASSES",
     "EXPECTED_DIRECTION",
@@ -250,7 +252,32 @@ class LogisticEstimator(_FeatureClassifier):
         return self.model_.predict_proba(self.scaler_.transform(self._transformed(X)))[:, 1]
 
 
+class ConstantEstimator(_FeatureClassifier):
+    """The baseline every estimator must beat: P(correct) = the training slices' mean accuracy.
+
+    It reads no feature (``features`` is kept only so a scorer can build the same matrix), so any
+    AEE it reaches is what "guess the average" gives on these slices. With ``groups`` the mean is
+    over benchmarks (each benchmark's accuracy counts once), else over responses.
+
+    Fitted attributes: ``p_`` (the constant), ``classes_``, ``n_features_in_``.
+    """
+
+    def __init__(self, features: tuple[str, ...] = ("mean",)) -> None:
+        self.features = features
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> ConstantEstimator:
+        X, y = self._prepare_fit(X, y)
+        w = benchmark_weights(np.asarray(groups), y.size) if groups is not None else None
+        self.p_ = float(np.average(y, weights=w))
+        self.constant_ = self.p_
+        return self
+
+    def _p_correct(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - constant_ answers first
+        return np.full(X.shape[0], self.p_)
+
+
 _REGISTRY: dict[str, type[_FeatureClassifier]] = {
+    "constant": ConstantEstimator,
     "paper_forest": PaperForest,
     "atc": ATC,
     "logistic": LogisticEstimator,

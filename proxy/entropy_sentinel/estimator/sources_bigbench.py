@@ -48,6 +48,7 @@ class GenerativeTask:
     path: str  # under benchmark_tasks/
     question: str = "{input}"
     kind: str = "exact"
+    inverted: bool = False  # ask for the input given the target (singular of a plural)
 
     @property
     def member(self) -> str:
@@ -58,6 +59,10 @@ class GenerativeTask:
 GENERATIVE_TASKS: dict[str, GenerativeTask] = {
     "ling_plural": GenerativeTask("linguistic_mappings/plural_json", 'What is the plural of "{input}"?'),
     "ling_past_tense": GenerativeTask("linguistic_mappings/past_tense_json", 'What is the past tense of "{input}"?'),
+    "ling_singular": GenerativeTask("linguistic_mappings/plural_json", 'What is the singular of "{input}"?', inverted=True),
+    "ling_base_form": GenerativeTask(
+        "linguistic_mappings/past_tense_json", 'What is the base form of the verb "{input}"?', inverted=True
+    ),
     "ling_negation": GenerativeTask("linguistic_mappings/sentence_negation_json", 'Negate the sentence "{input}".'),
     "ling_question": GenerativeTask(
         "linguistic_mappings/question_formation_json", 'Turn the sentence "{input}" into a yes/no question.'
@@ -89,6 +94,9 @@ def parse_bigbench_generative(root: Path, name: str) -> list[dict[str, Any]]:
     for i, ex in enumerate(data["examples"]):
         targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
         targets = [str(t).strip() for t in targets if str(t).strip()]
+        text = ex["input"].strip()
+        if task.inverted:
+            text, targets = targets[0], [text]
         if task.kind == "numeric":
             numeric = [t for t in targets if _NUMERIC.fullmatch(t)]
             if not numeric:
@@ -97,7 +105,6 @@ def parse_bigbench_generative(root: Path, name: str) -> list[dict[str, Any]]:
             aliases: list[str] = []
         else:
             answer, aliases = targets[0], targets[1:]
-        text = ex["input"].strip()
         meta: dict[str, Any] = {"words": len(text.split())} if name == "word_sorting" else {}
         if name == "unit_addition":
             meta["digits"] = len(_NUMERIC.findall(text)[0].lstrip("-").split(".")[0])
