@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from entropy_sentinel.monitor.intervals import TransferSpread
 from entropy_sentinel.monitor.report import (
     ReportError,
     bucket_width,
@@ -418,7 +419,7 @@ class _Export(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {self.token}":
             return self._send(401, {"error": "unauthorized"})
         if url.path == "/sentinel/v1/slices":
-            return self._send(200, {"level": 0.8, "tau": 0.07, "slices": []})
+            return self._send(200, {"level": 0.8, "tau": 0.07, "tau_shape": "constant", "slices": []})
         if url.path != "/sentinel/v1/export":
             return self._send(404, {"error": "not found"})
         q = dict(urllib.parse.parse_qsl(url.query))
@@ -460,7 +461,7 @@ def test_records_from_proxy_pages_and_reports_auth_errors(rows):
         assert len(_Export.asked) >= 5  # paged: the server gives at most 100 a time
         cut = exported[300]["ts"]
         assert len(records_from_proxy(url + "/", token="s3cret", since=cut)) == sum(r["ts"] >= cut for r in exported)
-        assert proxy_settings(url, token="s3cret") == {"level": 0.8, "tau": 0.07}
+        assert proxy_settings(url, token="s3cret") == {"level": 0.8, "tau": TransferSpread(0.07, "constant")}
         with pytest.raises(ReportError, match="404"):
             records_from_proxy(url + "/v1", token="s3cret")
         with pytest.raises(ReportError, match="--token"):

@@ -26,7 +26,27 @@ def test_predictive_tau_widens_the_rms_for_few_benchmarks():
     assert predictive_tau([], 0.9) == 0.0
     assert predictive_tau([0.05], 0.9) == 0.05
     validation = {"per_benchmark": {"a": {"est_acc": 0.5, "true_acc": 0.47}, "b": {"est_acc": 0.1, "true_acc": 0.12}}}
-    assert transfer_tau(validation) > transfer_rms(validation) > 0
+    assert transfer_tau(validation).tau0 > transfer_rms(validation) > 0
+    assert transfer_tau(validation).shape == "constant"  # an artifact that names no shape
+
+
+def test_binomial_transfer_spread_scales_with_the_estimate():
+    from entropy_sentinel.monitor.intervals import TransferSpread, label_free, spread_from_errors
+
+    spread = TransferSpread(0.2, "binomial")
+    assert spread.at(0.5) == pytest.approx(0.2)
+    assert spread.at(0.1) == pytest.approx(0.2 * 2 * math.sqrt(0.09))
+    assert spread.at(0.0) == pytest.approx(0.2 * 0.2)  # the floor
+    # an interval at 0.5 is wider than one at 0.05 with the same tau0 and the same n
+    wide = label_free(1000, 500.0, 250.0, 0.9, spread)
+    narrow = label_free(1000, 50.0, 2.5, 0.9, spread)
+    assert (wide.upper - wide.lower) > 3 * (narrow.upper - narrow.lower)
+    # tau0 is estimated from errors scaled to the spread at 0.5: the same error counts more at 0.1
+    at_half = spread_from_errors([0.1, -0.1], [0.5, 0.5], 0.9, "binomial").tau0
+    at_tenth = spread_from_errors([0.1, -0.1], [0.1, 0.1], 0.9, "binomial").tau0
+    assert at_tenth == pytest.approx(at_half / (2 * math.sqrt(0.09)))
+    with pytest.raises(ValueError, match="tau shape"):
+        TransferSpread(0.1, "wiggly")
 
 
 def test_truncation_summary_matches_a_hand_computed_case():

@@ -139,8 +139,10 @@ class MonotoneBoost(_FeatureClassifier):
         balance_benchmarks: bool = True,
         random_state: int | None = 0,
         n_threads: int | None = 1,
+        monotone: bool = True,
     ) -> None:
         self.features = features
+        self.monotone = monotone
         self.learning_rate = learning_rate
         self.max_iter = max_iter
         self.max_leaf_nodes = max_leaf_nodes
@@ -162,7 +164,7 @@ class MonotoneBoost(_FeatureClassifier):
             max_leaf_nodes=self.max_leaf_nodes,
             min_samples_leaf=self.min_samples_leaf,
             l2_regularization=self.l2_regularization,
-            monotonic_cst=[EXPECTED_DIRECTION.get(name, 0) for name in self.features],
+            monotonic_cst=[EXPECTED_DIRECTION.get(name, 0) if self.monotone else 0 for name in self.features],
             early_stopping=False,
             random_state=self.random_state,
         )

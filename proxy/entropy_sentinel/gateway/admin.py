@@ -19,6 +19,7 @@ from entropy_sentinel import __version__
 from entropy_sentinel.gateway.errors import error_response
 from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.monitor.hub import Monitor, feedback_payload
+from entropy_sentinel.monitor.intervals import spread_of
 from entropy_sentinel.monitor.records import RecentRecords
 
 INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)
@@ -79,8 +80,10 @@ async def slices(request: web.Request) -> web.Response:
     return _json(
         {
             "level": registry.level,
-            "tau": registry.tau,
-            "method": "label-free: mean P(correct) +- z*sqrt(sum p(1-p)/n^2 + tau^2); labelled: Wilson; "
+            "tau": spread_of(registry.tau).tau0,
+            "tau_shape": spread_of(registry.tau).shape,
+            "method": "label-free: mean P(correct) +- z*sqrt(sum p(1-p)/n^2 + tau(estimate)^2), tau(e) = tau for "
+            "shape constant, tau * max(2 sqrt(e(1-e)), 0.2) for shape binomial; labelled: Wilson; "
             "recalibrated: prediction-powered inference (see monitor/intervals.py)",
             "slices": registry.snapshot(),
         }

@@ -45,13 +45,60 @@ def _clip(estimate: float, half: float) -> Interval:
     return Interval(estimate, max(0.0, estimate - half), min(1.0, estimate + half))
 
 
-def label_free(n: int, sum_p: float, sum_p2: float, level: float = 0.9, tau: float = 0.0) -> Interval | None:
+#: τ's dependence on the estimate: ``constant``, or ``binomial`` (τ₀ · max(2·sqrt(Â(1−Â)), floor)).
+TAU_SHAPES = ("constant", "binomial")
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSpread:
+    """The estimator's transfer error on a new slice as a function of its estimate Â.
+
+    ``binomial``: τ(Â) = τ₀ · max(2·sqrt(Â(1−Â)), floor). An estimate near 0 or 1 cannot be off by
+    as much as one near 0.5 (on the study's slices the leave-one-family-out errors grew with
+    sqrt(Â(1−Â)), docs/results.md), so a constant τ is too wide at the ends and too narrow in the
+    middle. τ₀ is the spread at Â = 0.5; ``floor`` keeps a slice estimated at 0 from getting no
+    transfer term at all. ``constant``: τ(Â) = τ₀.
+    """
+
+    tau0: float
+    shape: str = "constant"
+    floor: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.shape not in TAU_SHAPES:
+            raise ValueError(f"tau shape must be one of {TAU_SHAPES}, not {self.shape!r}")
+
+    def scale(self, estimate: float) -> float:
+        if self.shape == "constant":
+            return 1.0
+        p = min(max(estimate, 0.0), 1.0)
+        return max(2.0 * math.sqrt(p * (1.0 - p)), self.floor)
+
+    def at(self, estimate: float) -> float:
+        return self.tau0 * self.scale(estimate)
+
+
+Tau = float | TransferSpread
+
+
+def spread_of(tau: Tau) -> TransferSpread:
+    """``tau`` as a :class:`TransferSpread` (a plain float is a constant one)."""
+    return tau if isinstance(tau, TransferSpread) else TransferSpread(float(tau))
+
+
+def tau_at(tau: Tau, estimate: float) -> float:
+    """τ for a slice estimated at ``estimate``: a plain float is a constant τ."""
+    return tau.at(estimate) if isinstance(tau, TransferSpread) else float(tau)
+
+
+def label_free(n: int, sum_p: float, sum_p2: float, level: float = 0.9, tau: Tau = 0.0) -> Interval | None:
     """Â and its interval from n, Σp, Σp² of the slice's scored responses."""
     if n <= 0:
         return None
     estimate = sum_p / n
     sampling = max(sum_p - sum_p2, 0.0) / (n * n)  # Σ p(1−p) / n²
-    return _clip(estimate, z_value(level) * math.sqrt(sampling + tau * tau))
+    t = tau_at(tau, estimate)
+    return _clip(estimate, z_value(level) * math.sqrt(sampling + t * t))
 
 
 def observed(m: int, correct: float, level: float = 0.9) -> Interval | None:
@@ -74,7 +121,7 @@ def recalibrated(
     sum_r: float,
     sum_r2: float,
     level: float = 0.9,
-    tau: float = 0.0,
+    tau: Tau = 0.0,
 ) -> Interval | None:
     """Prediction-powered estimate: all n scores plus the residuals r = y − p of the m labelled.
 
@@ -90,6 +137,7 @@ def recalibrated(
     if n <= 1 or m <= 1:
         return None
     mean_p = sum_p / n
+    tau = tau_at(tau, mean_p)
     var_p = max(sum_p2 / n - mean_p * mean_p, 0.0) * n / (n - 1)
     mean_r = sum_r / m
     var_r = max(sum_r2 / m - mean_r * mean_r, 0.0) * m / (m - 1)
@@ -122,14 +170,31 @@ def predictive_tau(errors: list[float], level: float = 0.9) -> float:
 
 
 def _validation_errors(validation: dict | None) -> list[float]:
-    """est − true of each benchmark in an artifact's leave-one-benchmark-out validation."""
+    """est − true of each benchmark in an artifact's validation (leave one benchmark or family out)."""
     per = (validation or {}).get("per_benchmark") or {}
     return [v["est_acc"] - v["true_acc"] for v in per.values() if v.get("est_acc") is not None]
 
 
-def transfer_tau(validation: dict | None, level: float = 0.9) -> float:
-    """:func:`predictive_tau` of an artifact's leave-one-benchmark-out errors (0 when it has none)."""
-    return predictive_tau(_validation_errors(validation), level)
+def spread_from_errors(
+    errors: list[float], estimates: list[float], level: float = 0.9, shape: str = "constant"
+) -> TransferSpread:
+    """:func:`predictive_tau` of the validation errors, each divided by its shape's scale at its own
+    estimate first (so τ₀ is the spread at Â = 0.5 for the ``binomial`` shape)."""
+    probe = TransferSpread(1.0, shape)
+    scaled = [e / probe.scale(p) for e, p in zip(errors, estimates, strict=True)]
+    return TransferSpread(predictive_tau(scaled, level), shape)
+
+
+def transfer_tau(validation: dict | None, level: float = 0.9) -> TransferSpread:
+    """The transfer spread an artifact's validation implies (τ₀ = 0 when it has none): its errors'
+    :func:`predictive_tau`, in the shape the validation names (``tau_shape``; older artifacts:
+    constant)."""
+    per = (validation or {}).get("per_benchmark") or {}
+    rows = [v for v in per.values() if v.get("est_acc") is not None]
+    shape = (validation or {}).get("tau_shape", "constant")
+    return spread_from_errors(
+        [v["est_acc"] - v["true_acc"] for v in rows], [v["est_acc"] for v in rows], level, shape
+    )
 
 
 def transfer_rms(validation: dict | None) -> float:

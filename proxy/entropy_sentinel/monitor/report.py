@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from entropy_sentinel.monitor.intervals import Tau
 from entropy_sentinel.monitor.report_analysis import (
     BUCKET_WIDTHS,
     MAX_BUCKETS,
@@ -99,7 +100,7 @@ def write_acquire_csv(acquire: list[dict[str, Any]], path: Path) -> Path:
 
 
 def build_report(
-    records: list[dict[str, Any]], out_dir: str | Path, level: float = 0.9, tau: float = 0.0,
+    records: list[dict[str, Any]], out_dir: str | Path, level: float = 0.9, tau: Tau = 0.0,
     min_labels: int = 30, top_requests: int = 20, *, acquire_slices: int = 5, source: str | None = None,
 ) -> dict[str, Path]:
     """Write ``report.json``, ``acquire_next.csv``, the PNGs that have data to show (``slices.png``,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from entropy_sentinel.monitor.intervals import label_free, observed
+from entropy_sentinel.monitor.intervals import Tau, label_free, observed, spread_of
 from entropy_sentinel.monitor.report_data import choice_scores, normalize_record
 from entropy_sentinel.monitor.slices import SliceRegistry
 
@@ -64,7 +64,7 @@ def bucket_width(ts: np.ndarray, groups: np.ndarray | None = None) -> int:
     return fitting[-1]
 
 
-def _timeseries(recs: list[dict[str, Any]], width: int, level: float, tau: float) -> list[dict[str, Any]]:
+def _timeseries(recs: list[dict[str, Any]], width: int, level: float, tau: Tau) -> list[dict[str, Any]]:
     """Label-free estimate per time bucket (buckets without traffic are left out)."""
     if not recs:
         return []
@@ -116,7 +116,7 @@ def _reliability(recs: Iterable[dict[str, Any]], bins: int = 10) -> dict[str, An
 
 
 def analyse(
-    records: list[dict[str, Any]], level: float = 0.9, tau: float = 0.0, min_labels: int = 30,
+    records: list[dict[str, Any]], level: float = 0.9, tau: Tau = 0.0, min_labels: int = 30,
     top_requests: int = 20, acquire_slices: int = 5,
 ) -> dict[str, Any]:
     """The report's data (what ``report.json`` holds, less the file list)."""
@@ -194,7 +194,8 @@ def analyse(
         "generated_at": time.time(),
         "as_of": as_of,
         "level": level,
-        "tau": tau,
+        "tau": spread_of(tau).tau0,
+        "tau_shape": spread_of(tau).shape,
         "min_labels": min_labels,
         "range": {"first_ts": first if recs else None, "last_ts": last if recs else None},
         "bucket_s": width,

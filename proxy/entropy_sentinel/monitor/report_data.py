@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.monitor.intervals import transfer_tau
+from entropy_sentinel.monitor.intervals import TAU_SHAPES, TransferSpread, transfer_tau
 
 COLUMNS = (
     "request_id", "ts", "slice", "route", "model", "status", "scored", "p_correct", "p_correct_all",
@@ -212,15 +212,21 @@ def records_from_proxy(
     return sorted(seen.values(), key=lambda r: (r["ts"], r["request_id"]))
 
 
-def proxy_settings(url: str, token: str | None = None, timeout: float = 30.0) -> dict[str, float]:
-    """``level`` and ``tau`` the proxy itself uses (from ``/sentinel/v1/slices``)."""
+def proxy_settings(url: str, token: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    """``level`` and ``tau`` (a :class:`TransferSpread`) the proxy itself uses (``/sentinel/v1/slices``)."""
     data = _get_json(f"{_base(url)}/sentinel/v1/slices", token, timeout)
     if not isinstance(data, dict):
         raise ReportError(f"{url}/sentinel/v1/slices: unexpected answer")
-    return {k: float(data[k]) for k in ("level", "tau") if _float(data.get(k)) is not None}
+    out: dict[str, Any] = {}
+    if _float(data.get("level")) is not None:
+        out["level"] = float(data["level"])
+    if _float(data.get("tau")) is not None:
+        shape = data.get("tau_shape") if data.get("tau_shape") in TAU_SHAPES else "constant"
+        out["tau"] = TransferSpread(float(data["tau"]), shape)
+    return out
 
 
-def tau_from_artifact(path: str | Path, level: float = 0.9) -> float:
+def tau_from_artifact(path: str | Path, level: float = 0.9) -> TransferSpread:
     """τ (predictive spread of the leave-one-benchmark-out errors) of an artifact, as the proxy derives it."""
     from entropy_sentinel.estimator.artifact import load_artifact
 

@@ -236,7 +236,7 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
 <body><main>
 <h1>Entropy Sentinel — slice accuracy report</h1>
 <p class="sub">{source}records {_time(rng['first_ts'])} → {_time(rng['last_ts'])} · windows as of {_time(data['as_of'])}
- · {level}% intervals · transfer error τ = {data['tau']:.3f} · recalibration from {data['min_labels']} labels</p>
+ · {level}% intervals · transfer error τ = {data['tau']:.3f}{' × 2√(Â(1−Â))' if data.get('tau_shape') == 'binomial' else ''} · recalibration from {data['min_labels']} labels</p>
 {"".join(f'<p class="note">{n}</p>' for n in notes)}
 <div class="cards">{"".join(f"<div class='card'><b>{v}</b><span>{_e(k)}</span></div>" for v, k in cards)}</div>
 <h2>Slices, worst first</h2>

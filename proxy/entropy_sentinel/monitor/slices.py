@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from entropy_sentinel.monitor.intervals import label_free, observed, recalibrated
+from entropy_sentinel.monitor.intervals import Tau, label_free, observed, recalibrated
 
 OTHER = "other"
 MAX_PAIRS = 4
@@ -103,7 +103,7 @@ class SliceCounter:
 class SliceRegistry:
     """Bounded set of live slices and their counters."""
 
-    def __init__(self, max_slices: int = 1000, level: float = 0.9, tau: float = 0.0, min_labels: int = 30) -> None:
+    def __init__(self, max_slices: int = 1000, level: float = 0.9, tau: Tau = 0.0, min_labels: int = 30) -> None:
         self.max_slices = max_slices
         self.level = level
         self.tau = tau
