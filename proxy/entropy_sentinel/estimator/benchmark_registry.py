@@ -177,5 +177,7 @@ FAMILIES: dict[str, str] = {
 
 
 def family_of(benchmark: str) -> str:
-    """The task family of ``benchmark`` (:data:`FAMILIES`); an unknown name is its own family."""
-    return FAMILIES.get(benchmark, benchmark)
+    """The task family of ``benchmark`` (:data:`FAMILIES`); an unknown name is its own family. A
+    slice asked with another prompt set (``name@prompts``) is in its benchmark's family."""
+    base = benchmark.split("@", 1)[0]
+    return FAMILIES.get(base, base)

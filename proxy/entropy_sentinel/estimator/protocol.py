@@ -68,11 +68,24 @@ def read_traces(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any]
     return traces
 
 
+#: the prompt set ``collect`` records for the packaged prompts (rows from before it recorded one
+#: were collected with them too)
+DEFAULT_PROMPTS = "default:v1"
+
+
+def slice_name(trace: Trace) -> str:
+    """A trace's slice: its benchmark, plus ``@<prompt set>`` when it was asked with other prompts
+    than the packaged ones (the same items under another prompt are another slice)."""
+    prompts = trace.get("prompts") or DEFAULT_PROMPTS
+    bench = str(trace["benchmark"])
+    return bench if prompts == DEFAULT_PROMPTS else f"{bench}@{str(prompts).split(':')[0]}"
+
+
 def group_by_benchmark(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
-    """Traces keyed by their ``benchmark`` field, benchmarks in sorted order."""
+    """Traces keyed by :func:`slice_name` (benchmark, and prompt set when not the default), sorted."""
     grouped: dict[str, list[Trace]] = {}
     for trace in traces:
-        grouped.setdefault(str(trace["benchmark"]), []).append(trace)
+        grouped.setdefault(slice_name(trace), []).append(trace)
     return dict(sorted(grouped.items()))
 
 
