@@ -146,7 +146,7 @@ def study_cmd(args: argparse.Namespace) -> int:
     grouped = group_by_benchmark(t for t in read_traces(args.traces) if t.get("label") is not None)
     truncation = json.loads(Path(args.truncation).read_text()) if args.truncation else None
     cap = args.max_combinations or None
-    cfg = StudyConfig(max_combinations=cap, ablation_max_combinations=cap)
+    cfg = StudyConfig(max_combinations=cap, ablation_max_combinations=args.ablation_max_combinations or None)
     result = run_study(grouped, cfg, truncation, n_jobs=args.jobs)
     result.results["traces_sha256"] = hashlib.sha256(Path(args.traces).read_bytes()).hexdigest()
     document = Path(args.document) if args.document else None
@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (results.json, rows.csv.gz, PNG)")
     p.add_argument("--document", help="markdown file whose study block gets the tables (docs/results.md)")
     p.add_argument("--max-combinations", type=int, default=60, help="cap on training compositions per k (0: all)")
+    p.add_argument("--ablation-max-combinations", type=int, default=20,
+                   help="the same cap for the entropy-variant and feature-set ablations (0: all)")
     p.add_argument("--jobs", type=int, default=2)
 
     p = sub.add_parser("report", help="slice estimates with intervals, time series, reliability: HTML/PNG + JSON")

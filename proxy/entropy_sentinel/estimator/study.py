@@ -6,10 +6,14 @@ results still match what the code computes. Sections:
 
 * **protocol**: the paper's protocol (train on k benchmarks, estimate the others) for every
   estimator, k = 1..4, every composition unless capped.
-* **lobo**: leave-one-benchmark-out (train on all other slices, as the shipped artifact is) per
-  estimator: estimated vs true accuracy per slice.
-* **coverage**: how often the 90 % label-free interval (τ from the nested leave-one-out errors, as
-  in production) covers the held-out slice's accuracy, on the whole slice and on sub-slices.
+* **holdout / lobo**: every slice estimated by each estimator trained without it (leave one slice
+  out) and without its whole task family (leave one family out: a new task), with AUROC per slice.
+* **coverage**: how often the 90 % label-free interval covers the held-out slice's accuracy, under
+  both hold-outs, for each τ recipe (nested slice- or family-out errors) and τ shape, with its
+  width and counted only where no bound is clipped (:mod:`~entropy_sentinel.estimator.study_shift`).
+* **nested / bootstrap**: the winner chosen on other families than the one it is scored on, and
+  each estimator's share of slice-bootstrap resamples in which it has the lowest median AEE.
+* **prompt_shift**: slices asked again with another prompt set: does the estimate move as the truth does?
 * **labels**: AEE of the prediction-powered estimate on a new slice after m feedback labels.
 * **variants / features**: the default estimator under each entropy variant and feature set.
 * **diversity**: does a training set that spans difficulty transfer better?
@@ -28,11 +32,22 @@ import numpy as np
 from sklearn.base import clone
 
 from entropy_sentinel.estimator.base import ROBUST_FEATURES
+from entropy_sentinel.estimator.benchmark_registry import family_of
 from entropy_sentinel.estimator.estimators import make_estimator
 from entropy_sentinel.estimator.metrics import spearman
-from entropy_sentinel.estimator.protocol import BenchmarkData, benchmark_data, fit_on, run_protocol
+from entropy_sentinel.estimator.protocol import BenchmarkData, benchmark_data, run_protocol
+from entropy_sentinel.estimator.study_shift import (
+    HOLDOUTS,
+    TAU_RECIPES,
+    bootstrap_verdict,
+    holdout_estimates,
+    holdout_predictions,
+    interval_coverage,
+    nested_selection,
+    prompt_shift,
+)
 from entropy_sentinel.estimator.training import DEFAULT_METHOD
-from entropy_sentinel.monitor.intervals import label_free, predictive_tau, recalibrated
+from entropy_sentinel.monitor.intervals import Tau, recalibrated
 from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS, entropy_variant
 from entropy_sentinel.signal.features import ENTROPY_FEATURES
 
@@ -48,13 +63,27 @@ FEATURE_SETS: Mapping[str, tuple[str, ...] | None] = {
 }
 
 
+#: the candidates the nested selection chooses among (name -> registry name, parameters): our
+#: estimators with the features and constraints the study compares; the references (constant, ATC,
+#: the paper's forest) are never candidates
+CANDIDATES: Mapping[str, tuple[str, dict[str, Any]]] = {
+    "monotone_boost": ("monotone_boost", {}),
+    "monotone_boost_levels": ("monotone_boost", {"features": ("mean", "max", "q90", "nll_mean", "nll_max")}),
+    "plain_boost": ("monotone_boost", {"monotone": False}),
+    "logistic": ("logistic", {}),
+}
+
+
 @dataclass(frozen=True)
 class StudyConfig:
-    estimators: tuple[str, ...] = ("paper_forest", "atc", "logistic", "transfer_logistic", DEFAULT_METHOD)
+    estimators: tuple[str, ...] = (
+        "constant", "paper_forest", "atc", "logistic", "transfer_logistic", DEFAULT_METHOD,
+    )
     default: str = DEFAULT_METHOD
+    references: tuple[str, ...] = ("constant", "atc", "paper_forest")
     ks: tuple[int, ...] = (1, 2, 3, 4)
     max_combinations: int | None = 60
-    ablation_max_combinations: int | None = 60
+    ablation_max_combinations: int | None = 20
     variant: str = "topk"
     level: float = 0.9
     seed: int = 0
@@ -63,7 +92,12 @@ class StudyConfig:
     aee_target: float = 0.03
     subslice_n: int = 100
     subslice_draws: int = 200
+    bootstrap_draws: int = 2000
+    #: the interval recipe the proxy ships (validated by the coverage section)
+    tau_recipe: str = "family"
+    tau_shape: str = "binomial"
     feature_sets: Mapping[str, tuple[str, ...] | None] = field(default_factory=lambda: dict(FEATURE_SETS))
+    candidates: Mapping[str, tuple[str, dict[str, Any]]] = field(default_factory=lambda: dict(CANDIDATES))
 
 
 @dataclass
@@ -75,11 +109,6 @@ class StudyResult:
 
 def _r(x: float, digits: int = 6) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)
-
-
-def _fit_predict(template: Any, data: Mapping[str, BenchmarkData], train: Sequence[str], test: str) -> np.ndarray:
-    """P(correct) of ``test``'s responses from ``template`` fitted on ``train``."""
-    return fit_on(template, data, train).predict_proba(data[test].matrix(tuple(template.features)))[:, 1]
 
 
 def overall(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -100,49 +129,8 @@ def overall(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def coverage(data: Mapping[str, BenchmarkData], template: Any, cfg: StudyConfig) -> dict[str, Any]:
-    """Label-free interval coverage on each held-out slice, τ from the nested leave-one-out."""
-    names = list(data)
-    rng = np.random.default_rng(cfg.seed)
-    per: dict[str, Any] = {}
-    preds: dict[str, np.ndarray] = {}
-    for held in names:
-        others = [b for b in names if b != held]
-        inner = [
-            _fit_predict(template, data, [o for o in others if o != v], v).mean() - data[v].y.mean() for v in others
-        ]
-        tau = predictive_tau([float(e) for e in inner], cfg.level)
-        p = _fit_predict(template, data, others, held)
-        preds[held] = p
-        y = data[held].y
-        whole = label_free(p.size, p.sum(), (p**2).sum(), cfg.level, tau)
-        hits = 0
-        n_sub = min(cfg.subslice_n, p.size)
-        for _ in range(cfg.subslice_draws):
-            idx = rng.choice(p.size, n_sub, replace=False)
-            iv = label_free(n_sub, p[idx].sum(), (p[idx] ** 2).sum(), cfg.level, tau)
-            hits += iv.lower <= y[idx].mean() <= iv.upper
-        per[held] = {
-            "true_acc": _r(y.mean()),
-            "estimate": _r(whole.estimate),
-            "lower": _r(whole.lower),
-            "upper": _r(whole.upper),
-            "tau": _r(tau),
-            "covered": bool(whole.lower <= y.mean() <= whole.upper),
-            "subslice_coverage": _r(hits / cfg.subslice_draws),
-        }
-    return {
-        "level": cfg.level,
-        "whole_slice": _r(np.mean([v["covered"] for v in per.values()])),
-        "subslices": _r(np.mean([v["subslice_coverage"] for v in per.values()])),
-        "subslice_n": cfg.subslice_n,
-        "per_slice": per,
-        "_preds": preds,
-    }
-
-
 def labels_curve(
-    data: Mapping[str, BenchmarkData], preds: Mapping[str, np.ndarray], taus: Mapping[str, float], cfg: StudyConfig
+    data: Mapping[str, BenchmarkData], preds: Mapping[str, np.ndarray], taus: Mapping[str, Tau], cfg: StudyConfig
 ) -> dict[str, Any]:
     """AEE on a new slice after m random feedback labels: the proxy's recalibrated estimate (the
     labelled bias shrunk by the τ prior), plain prediction-powered inference, and the labels alone."""
@@ -255,6 +243,12 @@ def truncation(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _split_prompts(grouped: Mapping[str, Sequence[Trace]]) -> tuple[dict[str, Sequence[Trace]], dict[str, Sequence[Trace]]]:
+    """(slices asked with the packaged prompts, slices asked with another prompt set: ``name@set``)."""
+    main = {b: v for b, v in grouped.items() if "@" not in b}
+    return main, {b: v for b, v in grouped.items() if "@" in b}
+
+
 def run_study(
     grouped: Mapping[str, Sequence[Trace]],
     cfg: StudyConfig = StudyConfig(),
@@ -262,26 +256,44 @@ def run_study(
     n_jobs: int = 2,
     progress: bool = True,
 ) -> StudyResult:
-    """Every section of the study; ``results`` is JSON-ready (floats rounded to 6 digits)."""
+    """Every section of the study; ``results`` is JSON-ready (floats rounded to 6 digits).
+
+    The claims are made on the slices asked with the packaged prompts; slices asked with another
+    prompt set (``name@set``) only enter the prompt-shift section."""
+    grouped, alt_grouped = _split_prompts(grouped)
     templates = {name: make_estimator(name) for name in cfg.estimators}
+    say = print if progress else (lambda *a, **k: None)
+    say("study: protocol (k = 1..4)", flush=True)
     main = run_protocol(
         grouped, templates, ks=cfg.ks, max_combinations=cfg.max_combinations, variant=cfg.variant,
         n_jobs=n_jobs, seed=cfg.seed, progress=progress,
     )
     needed = {f for t in templates.values() for f in t.features}
+    candidates = {n: make_estimator(reg, **params) for n, (reg, params) in cfg.candidates.items()}
+    needed |= {f for t in candidates.values() for f in t.features}
     data = benchmark_data(grouped, needed, cfg.variant)
     accuracy = {b: float(d.y.mean()) for b, d in data.items()}
     default = templates[cfg.default]
-    cov = coverage(benchmark_data(grouped, default.features, cfg.variant), default, cfg)
-    preds = cov.pop("_preds")
-    # leave one slice out: the default's predictions come from the coverage fits; the others', from
-    # the protocol with k = every slice but one
-    others = {name: t for name, t in templates.items() if name != cfg.default}
-    loo = run_protocol(grouped, others, ks=(len(data) - 1,), variant=cfg.variant, n_jobs=n_jobs, progress=progress)
-    lobo_rows = {name: {} for name in templates}
-    for row in loo.rows:
-        lobo_rows[row["estimator"]][row["heldout"]] = _r(row["est_acc"])
-    lobo_rows[cfg.default] = {b: _r(p.mean()) for b, p in preds.items()}
+    say("study: leave one slice / one family out", flush=True)
+    holdouts: dict[str, dict[str, Any]] = {h: {} for h in HOLDOUTS}
+    for h in HOLDOUTS:
+        for name, t in templates.items():
+            holdouts[h][name] = holdout_estimates(holdout_predictions(t, data, family_of, h, n_jobs), data)
+    say("study: interval coverage", flush=True)
+    coverage = {}
+    for name in dict.fromkeys((cfg.default, "constant")):
+        for h in HOLDOUTS:
+            for recipe in TAU_RECIPES:
+                coverage[f"{name}/{h}/{recipe}"] = interval_coverage(
+                    templates[name], data, family_of, h, recipe, cfg.level, cfg.subslice_n, cfg.subslice_draws,
+                    cfg.seed, n_jobs,
+                )
+    shipped = coverage[f"{cfg.default}/slice/{cfg.tau_recipe}"]
+    preds, taus = shipped["_preds"], shipped["_taus"][cfg.tau_shape]
+    for c in coverage.values():
+        c.pop("_preds"), c.pop("_taus")
+    lobo_rows = {name: {b: v["estimate"] for b, v in holdouts["slice"][name]["per_slice"].items()} for name in templates}
+    say("study: ablations", flush=True)
     ablation = {"ks": cfg.ks, "max_combinations": cfg.ablation_max_combinations, "seed": cfg.seed}
     variants = {}
     for v in ENTROPY_VARIANTS:
@@ -292,18 +304,35 @@ def run_study(
         t = clone(default) if fs is None else clone(default).set_params(features=tuple(fs))
         res = run_protocol(grouped, {label: t}, variant=cfg.variant, progress=progress, n_jobs=n_jobs, **ablation)
         features[label] = {"features": list(t.features), **overall(res.rows)[label]}
+    say("study: nested selection, bootstrap, prompt shift", flush=True)
+    nested = nested_selection(candidates, data, family_of, n_jobs)
+    boot = {
+        h: bootstrap_verdict(
+            {n: {b: abs(v["error"]) for b, v in holdouts[h][n]["per_slice"].items()} for n in templates},
+            cfg.bootstrap_draws, cfg.seed,
+        )
+        for h in HOLDOUTS
+    }
+    alt_data = benchmark_data(alt_grouped, default.features, cfg.variant) if alt_grouped else {}
+    shift = prompt_shift(default, data, alt_data)
     summary = [{k: (_r(v) if isinstance(v, float) else v) for k, v in s.items() if k != "mean_fit_seconds"} for s in main.summary]
     results = {
-        "config": {k: v for k, v in asdict(cfg).items() if k != "feature_sets"},
-        "slices": {b: {"n": int(d.y.size), "accuracy": _r(d.y.mean())} for b, d in data.items()},
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("feature_sets", "candidates")},
+        "candidates": {n: {"estimator": reg, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+                       for n, (reg, params) in cfg.candidates.items()},
+        "slices": {b: {"n": int(d.y.size), "accuracy": _r(d.y.mean()), "family": family_of(b)} for b, d in data.items()},
         "summary": summary,
         "overall": overall(main.rows),
         "lobo": {"true": {b: _r(a) for b, a in accuracy.items()}, "estimates": lobo_rows},
-        "coverage": cov,
-        "labels": labels_curve(data, preds, {b: c["tau"] for b, c in cov["per_slice"].items()}, cfg),
+        "holdout": holdouts,
+        "coverage": coverage,
+        "labels": labels_curve(data, preds, taus, cfg),
         "variants": variants,
         "features": features,
         "diversity": {"estimator": cfg.default, "k": max(cfg.ks), "bins": diversity(main.rows, accuracy, cfg.default, max(cfg.ks))},
+        "nested": nested,
+        "bootstrap": boot,
+        "prompt_shift": shift,
         "truncation": truncation(truncation_doc),
     }
     results["verdict"] = verdict(results, cfg)
@@ -324,19 +353,35 @@ def verdict(results: Mapping[str, Any], cfg: StudyConfig) -> dict[str, Any]:
     """The issue's targets for the default estimator, each with its measured value."""
     ov = results["overall"]
     mine = ov[cfg.default]
-    refs = {n: ov[n]["median_aee"] for n in ("paper_forest", "atc") if n in ov}
-    lobo_est = results["lobo"]["estimates"][cfg.default]
-    true = results["lobo"]["true"]
-    names = sorted(true)
-    lobo_rho = spearman(np.array([lobo_est[b] for b in names]), np.array([true[b] for b in names]))
+    refs = {n: ov[n]["median_aee"] for n in cfg.references if n in ov}
+    fam = results["holdout"]["family"]
+    loso = results["holdout"]["slice"]
+    fam_refs = {n: fam[n]["median_aee"] for n in cfg.references if n in fam}
+    shipped = results["coverage"][f"{cfg.default}/family/{cfg.tau_recipe}"][cfg.tau_shape]
+    shipped_loso = results["coverage"][f"{cfg.default}/slice/{cfg.tau_recipe}"][cfg.tau_shape]
+    ge01 = {n: loso[n]["median_aee_acc_ge_0.1"] for n in (cfg.default, "constant") if n in loso}
     return {
         "estimator": cfg.default,
         "median_aee": mine["median_aee"],
         "beats_references_on_median_aee": all(mine["median_aee"] < v for v in refs.values()),
         "reference_median_aee": refs,
+        "median_aee_family_holdout": fam[cfg.default]["median_aee"],
+        "beats_references_family_holdout": all(fam[cfg.default]["median_aee"] < v for v in fam_refs.values()),
+        "reference_median_aee_family_holdout": fam_refs,
+        "median_aee_acc_ge_0.1_vs_constant": ge01,
+        "median_aee_acc_ge_0.5_leave_one_out": loso[cfg.default]["median_aee_acc_ge_0.5"],
+        "median_aee_acc_ge_0.5_family_holdout": fam[cfg.default]["median_aee_acc_ge_0.5"],
         "median_spearman_protocol": mine["median_spearman"],
-        "spearman_leave_one_out": _r(lobo_rho),
+        "spearman_leave_one_out": loso[cfg.default]["spearman"],
+        "spearman_family_holdout": fam[cfg.default]["spearman"],
         "spearman_noise_ceiling": _r(spearman_ceiling(results["slices"], seed=cfg.seed)),
-        "interval_coverage": results["coverage"]["subslices"],
-        "interval_coverage_whole_slices": results["coverage"]["whole_slice"],
+        "win_share_family_holdout": results["bootstrap"]["family"]["win_share"].get(cfg.default),
+        "nested_median_aee": results["nested"]["median_aee"],
+        "nested_spearman": results["nested"]["spearman"],
+        "tau": {"recipe": cfg.tau_recipe, "shape": cfg.tau_shape},
+        "interval_coverage": shipped_loso["subslices"],
+        "interval_coverage_whole_slices": shipped_loso["whole_slice"],
+        "interval_coverage_family_holdout": shipped["whole_slice"],
+        "interval_coverage_family_holdout_unclipped": shipped["whole_slice_unclipped"],
+        "interval_width_family_holdout": shipped["mean_width"],
     }
