@@ -84,18 +84,20 @@ def _results(tmp_path, traces_bytes: bytes, default: str = "monotone_boost") -> 
         "traces_sha256": hashlib.sha256(traces_bytes).hexdigest(),
         "verdict": {"estimator": default},
         "overall": {"atc": {"median_aee": 0.03}, "monotone_boost": {"median_aee": 0.02}},
+        "holdout": {"family": {"atc": {"median_aee": 0.05}, "monotone_boost": {"median_aee": 0.04}}},
     }
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     return path, traces
 
 
-def test_study_record_only_for_the_winner_on_the_same_traces(tmp_path):
+def test_study_record_only_for_the_studys_default_on_the_same_traces(tmp_path):
     path, traces = _results(tmp_path, b"traces")
     record = study_record(path, [traces], "monotone_boost")
     assert record["verdict"] == {"estimator": "monotone_boost"}
     assert record["median_aee"] == {"atc": 0.03, "monotone_boost": 0.02}
-    with pytest.raises(ValueError, match="winner"):
+    assert record["median_aee_family_holdout"] == {"atc": 0.05, "monotone_boost": 0.04}
+    with pytest.raises(ValueError, match="default estimator is 'monotone_boost', not 'atc'"):
         study_record(path, [traces], "atc")
     other = tmp_path / "other.jsonl"
     other.write_bytes(b"other traces")
