@@ -9,7 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=${1:-300}
 OUT=${2:-data/traces/gemma-3-270m.jsonl}
-SLICES=${SENTINEL_STUDY_SLICES:-"arith_1d arith_2d arith_3d svamp arc_easy sciq gsm8k math_l1 mmlu_stem mawps asdiv_a gsm_symbolic math_l2 arith_4d"}
+SLICES=${SENTINEL_STUDY_SLICES:-"arith_1d arith_2d arith_3d svamp arc_easy sciq gsm8k math_l1 mmlu_stem mawps asdiv_a gsm_symbolic math_l2 arith_4d \
+  ling_plural ling_past_tense ling_negation ling_question wikidata_language wikidata_country wikidata_other ling_pronoun \
+  word_sorting_short object_counting_small periodic_elements word_unscrambling ling_singular ling_base_form"}
+ALT_SLICES=${SENTINEL_STUDY_ALT_SLICES:-"ling_plural ling_past_tense ling_negation wikidata_language arith_1d"}
 PORT=${SENTINEL_STUDY_PORT:-18480}
 mkdir -p "$(dirname "$OUT")"
 .venv/bin/entropy-sentinel serve --port "$PORT" --store "${OUT%.jsonl}.db" > "${OUT%.jsonl}.serve.log" 2>&1 &
@@ -19,5 +22,9 @@ for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/sentinel/healthz" >/d
 for s in $SLICES; do
   .venv/bin/entropy-sentinel collect --proxy "http://127.0.0.1:$PORT" --benchmark "$s" --limit "$LIMIT" \
     --concurrency 4 --slice source=study --out "$OUT"
+done
+for s in $ALT_SLICES; do
+  .venv/bin/entropy-sentinel collect --proxy "http://127.0.0.1:$PORT" --benchmark "$s" --limit "$LIMIT" \
+    --concurrency 4 --slice source=study --slice prompts=alt-qa --prompts data/prompts/alt-qa.yaml --out "$OUT"
 done
 gzip -9 -n -k -f "$OUT"

@@ -225,3 +225,13 @@ def test_the_shipped_estimator_is_the_studys_default(results):
     # its transfer error is validated the way the study's shipped interval is (family out, shape)
     assert metadata["validation"]["protocol"] == f"leave-one-{results['config']['tau_recipe']}-out"
     assert metadata["validation"]["tau_shape"] == results["config"]["tau_shape"]
+
+
+def test_the_collect_script_recollects_exactly_the_committed_slices(grouped, all_grouped):
+    import re
+
+    script = (ROOT / "scripts" / "collect_study.sh").read_text()
+    default = re.search(r'SLICES=\$\{SENTINEL_STUDY_SLICES:-"([^"]*)"\}', script).group(1)
+    alt = re.search(r'ALT_SLICES=\$\{SENTINEL_STUDY_ALT_SLICES:-"([^"]*)"\}', script).group(1)
+    assert set(default.replace("\\", " ").split()) == set(grouped)
+    assert {f"{b}@alt-qa" for b in alt.split()} == {b for b in all_grouped if "@" in b}
