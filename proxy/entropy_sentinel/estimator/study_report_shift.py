@@ -67,7 +67,8 @@ def slices_table(res: Mapping[str, Any]) -> list[str]:
     for b, s in sorted(res["slices"].items(), key=lambda kv: -kv[1]["accuracy"]):
         loso, lofo = ho["slice"][d]["per_slice"][b], ho["family"][d]["per_slice"][b]
         rows.append([b, s["family"], str(s["n"]), _f(s["accuracy"]), _f(loso["estimate"]), _f(lofo["estimate"]),
-                     _f(ho["constant"]["per_slice"][b]["estimate"]) if "constant" in ho else "–", _f(loso["auroc"])])
+                     _f(ho["family"]["constant"]["per_slice"][b]["estimate"]) if "constant" in ho["family"] else "–",
+                     _f(loso["auroc"])])
     return ["### Slices: true accuracy and the default's estimates", "",
             _md_table(["slice", "family", "n", "true", "estimate, slice out", "estimate, family out",
                        "constant, family out", "AUROC (slice out)"], rows)]
