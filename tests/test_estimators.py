@@ -76,8 +76,8 @@ def test_sklearn_contract(name, data, fitted):
     assert twin.get_params() == est.get_params()
     assert not hasattr(twin, "classes_")
     assert twin.set_params(features=FEATURES) is twin
-    # low entropy means correct: better than chance on fresh data
-    assert auroc(proba[:, 1], y_test) > 0.65
+    # low entropy means correct: better than chance on fresh data (the constant baseline ranks nothing)
+    assert auroc(proba[:, 1], y_test) > 0.65 if name != "constant" else auroc(proba[:, 1], y_test) == 0.5
     # in distribution, the slice estimate lands near the training accuracy
     assert abs(est.predict_proba(X)[:, 1].mean() - y.mean()) < 0.05
 
@@ -246,3 +246,68 @@ def test_artifact_refuses_foreign_estimators_and_non_skops_files(tmp_path):
     (tmp_path / "junk.skops").write_bytes(b"\x80\x04 not a zip")
     with pytest.raises(ArtifactError, match="not a skops file"):
         load_artifact(tmp_path / "junk.skops")
+
+
+# --- ConstantEstimator and the artifact allow-list ------------------------------------------------
+
+
+def _two_benchmarks():
+    """a: 100 rows at accuracy 0.1, b: 10 rows at accuracy 0.9."""
+    y = np.array([1] * 10 + [0] * 90 + [1] * 9 + [0] * 1)
+    groups = np.array(["a"] * 100 + ["b"] * 10)
+    X = np.random.default_rng(0).normal(size=(110, 1))
+    return X, y, groups
+
+
+def test_constant_estimator_is_the_benchmark_balanced_mean_with_groups():
+    from entropy_sentinel.estimator.estimators import ConstantEstimator
+
+    X, y, groups = _two_benchmarks()
+    est = ConstantEstimator().fit(X, y, groups=groups)
+    assert est.p_ == pytest.approx(0.5)  # (0.1 + 0.9) / 2
+    pooled = ConstantEstimator().fit(X, y)
+    assert pooled.p_ == pytest.approx(19 / 110)
+    # it ignores the features: any rows, any values, the same constant
+    X_new = np.array([[-1e6], [0.0], [np.nan], [42.0]])
+    np.testing.assert_allclose(est.predict_proba(X_new), [[0.5, 0.5]] * 4)
+    np.testing.assert_allclose(pooled.predict_proba(X_new)[:, 1], [19 / 110] * 4)
+    assert list(est.classes_) == [0, 1] and est.n_features_in_ == 1
+    assert ConstantEstimator().fit(X, np.zeros(110, dtype=int), groups=groups).predict_proba(X_new)[:, 1].tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match="columns"):
+        est.predict_proba(np.zeros((2, 3)))
+
+
+def test_constant_estimator_by_registry_name_and_through_fit_on():
+    from entropy_sentinel.estimator.estimators import ConstantEstimator
+    from entropy_sentinel.estimator.protocol import BenchmarkData, fit_on
+
+    est = make_estimator("constant")
+    assert type(est) is ConstantEstimator and est.features == ("mean",)
+    assert make_estimator("constant", features=("max", "mean")).features == ("max", "mean")
+    assert "constant" in ESTIMATORS
+    X, y, groups = _two_benchmarks()
+    data = {g: BenchmarkData(g, y[groups == g], {"mean": X[groups == g, 0]}) for g in ("a", "b")}
+    fitted = fit_on(make_estimator("constant"), data, ["a", "b"])  # fit_on passes the groups
+    assert fitted.p_ == pytest.approx(0.5)
+    assert fit_on(make_estimator("constant"), data, ["a"]).p_ == pytest.approx(0.1)
+
+
+def test_constant_estimator_artifact_round_trip(tmp_path):
+    X, y, groups = _two_benchmarks()
+    est = make_estimator("constant").fit(X, y, groups=groups)
+    path = save_artifact(tmp_path / "constant.skops", est, {"features": ["mean"], "model": "m"})
+    loaded, meta = load_artifact(path)
+    assert type(loaded).__name__ == "ConstantEstimator" and meta["estimator"] == "ConstantEstimator"
+    assert loaded.p_ == pytest.approx(0.5) and meta["features"] == ["mean"]
+    np.testing.assert_array_equal(loaded.predict_proba(X[:5]), est.predict_proba(X[:5]))
+
+
+def test_every_estimator_class_is_on_the_artifact_allow_list():
+    from entropy_sentinel.estimator.artifact import ALLOWED_TYPES
+    from entropy_sentinel.estimator.estimators import ESTIMATOR_CLASSES
+
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in ESTIMATOR_CLASSES}
+    assert len(names) == len(ESTIMATORS) == 6
+    missing = names - ALLOWED_TYPES
+    assert not missing, f"estimator classes an artifact could not be loaded with: {sorted(missing)}"
+    assert "entropy_sentinel.estimator.estimators.ConstantEstimator" in names
