@@ -241,7 +241,9 @@ def nested_selection(
         tests = [b for b in names if family(b) == f]
         inner_data = {b: data[b] for b in outer_train}
         scores = {}
-        for cname, template in candidates.items():
+        if len({family(b) for b in outer_train}) < 2:  # nothing to hold out inside: the first candidate
+            scores = {next(iter(candidates)): 0.0}
+        for cname, template in candidates.items() if not scores else ():
             preds = holdout_predictions(template, inner_data, family, "family", n_jobs)
             scores[cname] = float(np.median([abs(p.mean() - inner_data[b].y.mean()) for b, p in preds.items()]))
         pick = min(scores, key=scores.get)
