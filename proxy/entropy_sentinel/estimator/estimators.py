@@ -38,10 +38,10 @@ from entropy_sentinel.signal.features import ENTROPY_FEATURES
 
 __all__ = [
     "ATC",
-    "ConstantEstimator",
     "ESTIMATORS",
     "ESTIMATOR_CLASSES",
     "EXPECTED_DIRECTION",
+    "ConstantEstimator",
     "LogisticEstimator",
     "MonotoneBoost",
     "PaperForest",

@@ -101,9 +101,9 @@ def _rg_module(root: Path, module: str) -> dict[str, Any]:
     """Execute ``reasoning_gym/<module>.py`` with its package imports bound to minimal stand-ins."""
     path = root / "reasoning_gym" / f"{module}.py"
     source = path.read_text()
-    source = re.sub(r"^from \.\.coaching import .*$", "", source, flags=re.M)
-    source = re.sub(r"^from \.\.factory import .*$", "", source, flags=re.M)
-    source = re.sub(r"^from reasoning_gym import utils$", "", source, flags=re.M)
+    source = re.sub(r"^from \.\.coaching import .*$", "", source, flags=re.MULTILINE)
+    source = re.sub(r"^from \.\.factory import .*$", "", source, flags=re.MULTILINE)
+    source = re.sub(r"^from reasoning_gym import utils$", "", source, flags=re.MULTILINE)
     name = f"reasoning_gym_snapshot_{module.replace('/', '_')}"
     mod = types.ModuleType(name)
     ns: dict[str, Any] = mod.__dict__
