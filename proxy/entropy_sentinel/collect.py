@@ -159,9 +159,10 @@ def parse_slice(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def slice_header(slice_tags: dict[str, str], benchmark: str) -> tuple[dict[str, str], str]:
-    """(tags, ``X-Sentinel-Slice`` value) of a run: the validated tags plus ``benchmark=<name>``."""
-    tags = parse_slice(f"{k}={v}" for k, v in slice_tags.items())
+def slice_header(tags: dict[str, str], benchmark: str) -> tuple[dict[str, str], str]:
+    """(tags, ``X-Sentinel-Slice`` value) of a run: ``tags`` (already through :func:`parse_slice`)
+    plus ``benchmark=<name>``."""
+    tags = dict(tags)
     if not _TOKEN.match(benchmark):
         raise CollectError(
             f"benchmark name {benchmark!r} cannot be a slice tag value (1-64 characters of [A-Za-z0-9_.:-]); "
@@ -198,14 +199,14 @@ async def collect(
     import openai
     from tqdm import tqdm
 
-    parse_slice(f"{k}={v}" for k, v in (slice_tags or {}).items())  # fail before loading the benchmark
+    checked = parse_slice(f"{k}={v}" for k, v in (slice_tags or {}).items())  # fail before loading the benchmark
     prompt_set = prompts_tag(prompts)
     base = proxy_url.rstrip("/")
     base = base if base.endswith("/v1") else base + "/v1"
     root = base[: -len("/v1")]
     items = load_benchmark(benchmark, limit=limit)
     name = items[0].benchmark if items else benchmark
-    tags, header = slice_header(slice_tags or {}, name)
+    tags, header = slice_header(checked, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = completed_ids(out, name, prompt_set)
     todo = [item for item in items if item.item_id not in done]

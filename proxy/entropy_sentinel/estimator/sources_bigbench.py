@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,18 +42,37 @@ class GenerativeTask:
 
     ``question`` formats the example's ``input`` into the question the prompt asks; ``kind`` is the
     item kind the grader uses. Extra accepted targets go to ``meta["aliases"]`` (the grader accepts
-    any; ``collect`` keeps them out of trace rows). For ``numeric`` items the first numeric target is
-    the answer (object_counting lists ``["three", "3"]``).
+    any; like all item meta they travel into the trace rows: short gold answers, no prompt text).
+    For ``numeric`` items the first numeric target is the answer (object_counting lists
+    ``["three", "3"]``). ``meta`` gives an item's extra meta from (question input, answer): what the
+    benchmark's difficulty ladders filter on.
     """
 
     path: str  # under benchmark_tasks/
     question: str = "{input}"
     kind: str = "exact"
     inverted: bool = False  # ask for the input given the target (singular of a plural)
+    meta: Callable[[str, str], dict[str, Any]] | None = None
 
     @property
     def member(self) -> str:
         return f"{BIGBENCH_TASKS}/{self.path}/"
+
+
+_NUMERIC = re.compile(r"-?\d+(?:\.\d+)?")
+_RELATION = re.compile(r"The (.+?) of ")  # qa_wikidata: "The native language of X is"
+#: qa_wikidata relations grouped into slices of one difficulty each
+WIKIDATA_LANGUAGE = ("native language", "language", "official language", "writing languages")
+WIKIDATA_COUNTRY = ("country", "original country")
+
+
+def _relation(text: str, _answer: str) -> dict[str, Any]:
+    found = _RELATION.match(text)
+    return {"relation": found.group(1) if found else "other"}
+
+
+def _first_number_digits(text: str, _answer: str) -> dict[str, Any]:
+    return {"digits": len(_NUMERIC.findall(text)[0].lstrip("-").split(".")[0])}
 
 
 #: source name -> task. The questions are worded for a few-shot ``Question: ... Answer:`` prompt.
@@ -72,18 +92,19 @@ GENERATIVE_TASKS: dict[str, GenerativeTask] = {
         'Replace the repeated name with a pronoun in "{input}".',
     ),
     "word_unscrambling": GenerativeTask("word_unscrambling", "{input}"),
-    "word_sorting": GenerativeTask("word_sorting", "Sort the words alphabetically: {input}"),
-    "object_counting": GenerativeTask("object_counting", "{input}", kind="numeric"),
+    "word_sorting": GenerativeTask(
+        "word_sorting", "Sort the words alphabetically: {input}", meta=lambda text, _: {"words": len(text.split())}
+    ),
+    "object_counting": GenerativeTask(
+        "object_counting", "{input}", kind="numeric", meta=lambda _, answer: {"count": int(answer)}
+    ),
     "periodic_elements": GenerativeTask("periodic_elements/subtask_1", "{input}"),
-    "qa_wikidata": GenerativeTask("qa_wikidata", "Complete the sentence: {input} ..."),
-    "unit_addition": GenerativeTask("unit_conversion/unit_addition_same", "{input}", kind="numeric"),
+    "qa_wikidata": GenerativeTask("qa_wikidata", "Complete the sentence: {input} ...", meta=_relation),
+    "unit_addition": GenerativeTask(
+        "unit_conversion/unit_addition_same", "{input}", kind="numeric", meta=_first_number_digits
+    ),
 }
 
-_NUMERIC = re.compile(r"-?\d+(?:\.\d+)?")
-_RELATION = re.compile(r"The (.+?) of ")  # qa_wikidata: "The native language of X is"
-#: qa_wikidata relations grouped into slices of one difficulty each
-WIKIDATA_LANGUAGE = ("native language", "language", "official language", "writing languages")
-WIKIDATA_COUNTRY = ("country", "original country")
 
 
 def parse_bigbench_generative(root: Path, name: str) -> list[dict[str, Any]]:
@@ -105,14 +126,7 @@ def parse_bigbench_generative(root: Path, name: str) -> list[dict[str, Any]]:
             aliases: list[str] = []
         else:
             answer, aliases = targets[0], targets[1:]
-        meta: dict[str, Any] = {"words": len(text.split())} if name == "word_sorting" else {}
-        if name == "unit_addition":
-            meta["digits"] = len(_NUMERIC.findall(text)[0].lstrip("-").split(".")[0])
-        if name == "object_counting":
-            meta["count"] = int(answer)
-        if name == "qa_wikidata":
-            relation = _RELATION.match(text)
-            meta["relation"] = relation.group(1) if relation else "other"
+        meta = task.meta(text, answer) if task.meta is not None else {}
         if aliases:
             meta["aliases"] = aliases
         rows.append(

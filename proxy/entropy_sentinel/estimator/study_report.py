@@ -17,6 +17,8 @@ from typing import Any
 
 from entropy_sentinel.estimator.report_eval import _colors, _md_table, _plot_aee_vs_k, _plot_reliability
 from entropy_sentinel.estimator.study_report_shift import (
+    _f,
+    _figure,
     coverage_tables,
     holdout_tables,
     nested_table,
@@ -32,14 +34,6 @@ ROW_COLUMNS = (
     "estimator", "k", "composition", "train", "heldout", "n", "est_acc", "true_acc", "aee", "spearman", "auroc",
     "pooled_auroc", "pooled_ece",
 )
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def render_tables(res: Mapping[str, Any]) -> str:
@@ -131,12 +125,6 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     ints, strs = {"k", "composition", "n"}, {"estimator", "train", "heldout"}
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         return [{c: (int(v) if c in ints else v if c in strs else float(v) if v not in ("", "nan") else math.nan) for c, v in r.items()} for r in csv.DictReader(fh)]
-
-
-def _figure(w: float, h: float) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(w, h), dpi=110)
 
 
 def plot_labels(res: Mapping[str, Any], path: Path) -> None:

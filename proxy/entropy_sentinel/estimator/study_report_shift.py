@@ -4,6 +4,8 @@ selection, bootstrap, prompt shift): pure functions of results.json, used by
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,18 @@ BANDS = ((0.0, 0.1), (0.1, 0.5), (0.5, 1.01))
 
 
 def _f(value: Any, digits: int = 3) -> str:
-    from entropy_sentinel.estimator.study_report import _f as fmt
+    """A table cell: 3 decimals, "–" for missing, yes/no for flags."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
-    return fmt(value, digits)
+
+def _figure(w: float, h: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=110)
 
 
 def _target(value: Any, ok: bool) -> list[str]:
@@ -94,8 +105,7 @@ def holdout_tables(res: Mapping[str, Any]) -> list[str]:
         cells = []
         for n in names:
             per = res["holdout"]["family"][n]["per_slice"]
-            errs = sorted(abs(per[b]["error"]) for b in sl)
-            cells.append(_f(errs[len(errs) // 2] if len(errs) % 2 else (errs[len(errs) // 2 - 1] + errs[len(errs) // 2]) / 2))
+            cells.append(_f(statistics.median(abs(per[b]["error"]) for b in sl)))
         band_rows.append([f"{lo:.1f}–{min(hi, 1.0):.1f}", str(len(sl)), *cells])
     out += ["", "### Median AEE by accuracy band (leave one family out)", "",
             _md_table(["true accuracy", "slices", *names], band_rows)]
@@ -151,8 +161,6 @@ def prompt_table(res: Mapping[str, Any]) -> list[str]:
 def plot_est_vs_true(res: Mapping[str, Any], path: Path) -> None:
     """Estimated vs true on the whole 0-1 range: the default left out by slice and by family, the
     constant and ATC by family."""
-    from entropy_sentinel.estimator.study_report import _figure
-
     d = res["verdict"]["estimator"]
     fig = _figure(6.4, 6.4)
     ax = fig.add_subplot()
@@ -174,8 +182,6 @@ def plot_est_vs_true(res: Mapping[str, Any], path: Path) -> None:
 
 def plot_aee_by_band(res: Mapping[str, Any], path: Path) -> None:
     import numpy as np
-
-    from entropy_sentinel.estimator.study_report import _figure
 
     names = list(res["holdout"]["family"])
     bands = [(lo, hi) for lo, hi in BANDS if any(lo <= s["accuracy"] < hi for s in res["slices"].values())]

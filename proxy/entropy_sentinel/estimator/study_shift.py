@@ -240,13 +240,14 @@ def nested_selection(
         outer_train = [b for b in names if family(b) != f]
         tests = [b for b in names if family(b) == f]
         inner_data = {b: data[b] for b in outer_train}
-        scores = {}
         if len({family(b) for b in outer_train}) < 2:  # nothing to hold out inside: the first candidate
-            scores = {next(iter(candidates)): 0.0}
-        for cname, template in candidates.items() if not scores else ():
-            preds = holdout_predictions(template, inner_data, family, "family", n_jobs)
-            scores[cname] = float(np.median([abs(p.mean() - inner_data[b].y.mean()) for b, p in preds.items()]))
-        pick = min(scores, key=scores.get)
+            pick = next(iter(candidates))
+        else:
+            scores = {}
+            for cname, template in candidates.items():
+                preds = holdout_predictions(template, inner_data, family, "family", n_jobs)
+                scores[cname] = float(np.median([abs(p.mean() - inner_data[b].y.mean()) for b, p in preds.items()]))
+            pick = min(scores, key=scores.get)
         chosen[f] = pick
         for b, p in _predict(candidates[pick], data, outer_train, tests).items():
             y = data[b].y

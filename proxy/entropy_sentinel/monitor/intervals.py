@@ -169,10 +169,15 @@ def predictive_tau(errors: list[float], level: float = 0.9) -> float:
     return rms * math.sqrt(1.0 + 1.0 / b) * float(student_t.ppf(0.5 + level / 2.0, b - 1)) / z_value(level)
 
 
-def _validation_errors(validation: dict | None) -> list[float]:
-    """est − true of each benchmark in an artifact's validation (leave one benchmark or family out)."""
+def _validation_rows(validation: dict | None) -> list[dict]:
+    """The benchmarks of an artifact's validation (leave one benchmark or family out) that have an estimate."""
     per = (validation or {}).get("per_benchmark") or {}
-    return [v["est_acc"] - v["true_acc"] for v in per.values() if v.get("est_acc") is not None]
+    return [v for v in per.values() if v.get("est_acc") is not None]
+
+
+def _validation_errors(validation: dict | None) -> list[float]:
+    """est − true of each benchmark in an artifact's validation."""
+    return [v["est_acc"] - v["true_acc"] for v in _validation_rows(validation)]
 
 
 def spread_from_errors(
@@ -189,11 +194,9 @@ def transfer_tau(validation: dict | None, level: float = 0.9) -> TransferSpread:
     """The transfer spread an artifact's validation implies (τ₀ = 0 when it has none): its errors'
     :func:`predictive_tau`, in the shape the validation names (``tau_shape``; older artifacts:
     constant)."""
-    per = (validation or {}).get("per_benchmark") or {}
-    rows = [v for v in per.values() if v.get("est_acc") is not None]
     shape = (validation or {}).get("tau_shape", "constant")
     return spread_from_errors(
-        [v["est_acc"] - v["true_acc"] for v in rows], [v["est_acc"] for v in rows], level, shape
+        _validation_errors(validation), [v["est_acc"] for v in _validation_rows(validation)], level, shape
     )
 
 
