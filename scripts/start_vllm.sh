@@ -3,7 +3,7 @@
 # fixture spawns is the server's; kill it to stop it). Run scripts/setup_vllm.sh once first.
 #
 # Usage: scripts/start_vllm.sh PORT [extra vLLM args...]
-#   e.g. scripts/start_vllm.sh 18100 --chat-template proxy/entropy_sentinel/upstream/gemma_chat_template.jinja
+#   e.g. scripts/start_vllm.sh 18100 --chat-template proxy/entropy_sentinel/embedded/gemma_chat_template.jinja
 # Ready when GET http://127.0.0.1:PORT/v1/models answers 200 (~70 s here).
 # Env: SENTINEL_VLLM_VENV, SENTINEL_VLLM_MODEL_DIR (as in setup_vllm.sh); VLLM_CPU_* may be
 # overridden. The model is served as "gemma-3-270m".

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from entropy_sentinel.config import LocalUpstreamConfig
-from entropy_sentinel.upstream import LocalLlamaServer
-from entropy_sentinel.upstream.llama_server import free_port, stop_process, wait_until_ready
+from entropy_sentinel.embedded import LocalLlamaServer
+from entropy_sentinel.embedded.llama_server import free_port, stop_process, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ COLLECT_BENCHMARKS = {"arith_1d": 16, "arith_2d": 16, "svamp": 16, "mawps": 16}
 @pytest.fixture(scope="session")
 async def collected_traces(llama_url, tmp_path_factory):
     """Labelled traces collected now through the proxy from the real llama-server + Gemma."""
-    from entropy_sentinel.collect import collect
+    from entropy_sentinel.traces.collect import collect
     from tests.harness import running_proxy
 
     out = tmp_path_factory.mktemp("traces") / "traces.jsonl"
@@ -71,7 +71,7 @@ async def collected_traces(llama_url, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_artifact(collected_traces, tmp_path_factory):
-    from entropy_sentinel.estimator.training import train
+    from entropy_sentinel.evaluation.training import train
 
     path = tmp_path_factory.mktemp("artifact") / "estimator.skops"
     train([collected_traces], path, method="logistic", progress=False)

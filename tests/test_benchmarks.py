@@ -16,10 +16,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from entropy_sentinel.estimator import benchmark_sources as src
-from entropy_sentinel.estimator import benchmarks as bm
-from entropy_sentinel.estimator.benchmarks import BenchmarkUnavailable, Item, list_benchmarks, load_benchmark
-from entropy_sentinel.estimator.prompts import load_prompts
+from entropy_sentinel.benchmarks import sources as src
+from entropy_sentinel.benchmarks import loader as bm
+from entropy_sentinel.benchmarks.loader import BenchmarkUnavailable, Item, list_benchmarks, load_benchmark
+from entropy_sentinel.benchmarks.prompts import load_prompts
 
 pytestmark = pytest.mark.timeout(900)  # the first run downloads
 
@@ -84,7 +84,7 @@ def test_every_benchmark_is_listed():
 
 
 def test_every_benchmark_has_a_task_family():
-    from entropy_sentinel.estimator.benchmark_registry import FAMILIES, family_of
+    from entropy_sentinel.benchmarks.registry import FAMILIES, family_of
 
     assert set(list_benchmarks()) <= set(FAMILIES)
     assert family_of("arith_1d") == "arithmetic" and family_of("ling_plural") == "word_forms"

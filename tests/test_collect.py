@@ -22,14 +22,14 @@ import yaml
 from aiohttp import web
 
 from entropy_sentinel import cli
-from entropy_sentinel.collect import CollectError, collect, parse_slice, summarize
+from entropy_sentinel.traces.collect import CollectError, collect, parse_slice, summarize
 from entropy_sentinel.config import ConfigError, LocalUpstreamConfig, load_config
-from entropy_sentinel.estimator.prompts import load_prompts
-from entropy_sentinel.upstream import llama_server
+from entropy_sentinel.benchmarks.prompts import load_prompts
+from entropy_sentinel.embedded import llama_server
 from tests.harness import RunningProxy, running_proxy, scripted_upstream
 
 QUESTION = re.compile(r"What is (\d+) plus (\d+)\?")
-PACKAGED_PROMPTS = Path(llama_server.__file__).resolve().parents[1] / "estimator" / "prompts.yaml"
+PACKAGED_PROMPTS = Path(llama_server.__file__).resolve().parents[1] / "benchmarks" / "prompts.yaml"
 
 
 class TokenCountScorer:

@@ -22,7 +22,7 @@ from entropy_sentinel.estimator.estimators import (
     feature_matrix,
     make_estimator,
 )
-from entropy_sentinel.estimator.metrics import auroc
+from entropy_sentinel.stats.scores import auroc
 from entropy_sentinel.signal.features import FEATURE_NAMES
 
 FEATURES = (*FEATURE_NAMES, "topk_mass_mean")
@@ -279,7 +279,7 @@ def test_constant_estimator_is_the_benchmark_balanced_mean_with_groups():
 
 def test_constant_estimator_by_registry_name_and_through_fit_on():
     from entropy_sentinel.estimator.estimators import ConstantEstimator
-    from entropy_sentinel.estimator.protocol import BenchmarkData, fit_on
+    from entropy_sentinel.evaluation.protocol import BenchmarkData, fit_on
 
     est = make_estimator("constant")
     assert type(est) is ConstantEstimator and est.features == ("mean",)

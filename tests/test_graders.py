@@ -10,8 +10,8 @@ import threading
 
 import pytest
 from aiohttp import web
-from entropy_sentinel.estimator.benchmarks import Item, load_benchmark
-from entropy_sentinel.estimator.graders import (
+from entropy_sentinel.benchmarks.loader import Item, load_benchmark
+from entropy_sentinel.benchmarks.graders import (
     JUDGE_SYSTEM,
     Grade,
     LLMJudge,
@@ -21,7 +21,7 @@ from entropy_sentinel.estimator.graders import (
     latex_match,
     numbers_match,
 )
-from entropy_sentinel.estimator.prompts import build_prompt
+from entropy_sentinel.benchmarks.prompts import build_prompt
 
 pytestmark = pytest.mark.timeout(900)  # the first run may download the benchmarks
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from entropy_sentinel.estimator.metrics import aee, auroc, average_ranks, ece, reliability_bins, spearman
+from entropy_sentinel.stats.scores import aee, auroc, average_ranks, ece, reliability_bins, spearman
 
 
 def test_aee_is_gap_between_mean_probability_and_accuracy():

@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from entropy_sentinel.estimator.scorer import ArtifactScorer
-from entropy_sentinel.monitor.intervals import transfer_tau
-from entropy_sentinel.monitor.report import build_report, records_from_db
-from entropy_sentinel.upstream.llama_server import free_port
+from entropy_sentinel.stats.intervals import transfer_tau
+from entropy_sentinel.report.command import build_report, records_from_db
+from entropy_sentinel.embedded.llama_server import free_port
 from tests.harness import get_json, running_proxy
 from tests.test_report import _chromium, _Dom
 

@@ -9,14 +9,14 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from entropy_sentinel.estimator.estimators import ATC, LogisticEstimator, TransferLogistic
-from entropy_sentinel.estimator.protocol import (
+from entropy_sentinel.evaluation.protocol import (
     group_by_benchmark,
     read_traces,
     run_protocol,
     trace_features,
     training_compositions,
 )
-from entropy_sentinel.estimator.report_eval import write_evaluation
+from entropy_sentinel.evaluation.report_eval import write_evaluation
 from entropy_sentinel.signal.features import FEATURE_NAMES
 
 ACCURACY = {"arc": 0.8, "gsm8k": 0.35, "math": 0.2, "mmlu": 0.65, "truthfulqa": 0.5}

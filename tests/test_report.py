@@ -25,8 +25,8 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from entropy_sentinel.monitor.intervals import TransferSpread
-from entropy_sentinel.monitor.report import (
+from entropy_sentinel.stats.intervals import TransferSpread
+from entropy_sentinel.report.command import (
     ReportError,
     bucket_width,
     build_report,

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT, ArtifactScorer
-from entropy_sentinel.upstream.llama_server import free_port
+from entropy_sentinel.embedded.llama_server import free_port
 from tests.harness import get_json
 
 pytestmark = pytest.mark.llama

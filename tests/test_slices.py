@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from entropy_sentinel.monitor.intervals import label_free, observed, recalibrated, transfer_rms, z_value
+from entropy_sentinel.stats.intervals import label_free, observed, recalibrated, transfer_rms, z_value
 from entropy_sentinel.monitor.slices import OTHER, SliceError, SliceRegistry, canonical, parse_slice
 from entropy_sentinel.monitor.store import SQLiteStore
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from entropy_sentinel.estimator.artifact import load_artifact
-from entropy_sentinel.estimator.benchmark_registry import family_of
+from entropy_sentinel.benchmarks.registry import family_of
 from entropy_sentinel.estimator.estimators import make_estimator
-from entropy_sentinel.estimator.protocol import (
+from entropy_sentinel.evaluation.protocol import (
     _evaluate_with,
     benchmark_data,
     group_by_benchmark,
@@ -28,17 +28,17 @@ from entropy_sentinel.estimator.protocol import (
     summarize,
 )
 from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT
-from entropy_sentinel.estimator.study import StudyConfig, labels_curve, overall, truncation
-from entropy_sentinel.estimator.study import verdict as study_verdict
-from entropy_sentinel.estimator.study_report import generated_block, read_rows, render_tables
-from entropy_sentinel.estimator.study_shift import (
+from entropy_sentinel.evaluation.study import StudyConfig, labels_curve, overall, truncation
+from entropy_sentinel.evaluation.study import verdict as study_verdict
+from entropy_sentinel.evaluation.study_report import generated_block, read_rows, render_tables
+from entropy_sentinel.evaluation.study_shift import (
     bootstrap_verdict,
     holdout_estimates,
     holdout_predictions,
     interval_coverage,
     prompt_shift,
 )
-from entropy_sentinel.estimator.training import DEFAULT_METHOD
+from entropy_sentinel.evaluation.training import DEFAULT_METHOD
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "data" / "traces" / "gemma-3-270m.jsonl.gz"

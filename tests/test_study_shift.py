@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from entropy_sentinel.estimator import benchmark_registry
-from entropy_sentinel.estimator.protocol import BenchmarkData, fit_on, group_by_benchmark, slice_name
-from entropy_sentinel.estimator.study_shift import (
+from entropy_sentinel.benchmarks import registry as benchmark_registry
+from entropy_sentinel.evaluation.protocol import BenchmarkData, fit_on, group_by_benchmark, slice_name
+from entropy_sentinel.evaluation.study_shift import (
     bootstrap_verdict,
     holdout_estimates,
     holdout_predictions,
@@ -21,7 +21,7 @@ from entropy_sentinel.estimator.study_shift import (
     nested_selection,
     prompt_shift,
 )
-from entropy_sentinel.monitor.intervals import (
+from entropy_sentinel.stats.intervals import (
     TAU_SHAPES,
     TransferSpread,
     label_free,

@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pytest
 from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT, resolve_artifact
-from entropy_sentinel.estimator.study import _first_staying_below, truncation
-from entropy_sentinel.estimator.study_report import BEGIN, END, generated_block, splice
-from entropy_sentinel.estimator.training import study_record
-from entropy_sentinel.monitor.intervals import predictive_tau, transfer_rms, transfer_tau
+from entropy_sentinel.evaluation.study import _first_staying_below, truncation
+from entropy_sentinel.evaluation.study_report import BEGIN, END, generated_block, splice
+from entropy_sentinel.evaluation.training import study_record
+from entropy_sentinel.stats.intervals import predictive_tau, transfer_rms, transfer_tau
 
 
 def test_predictive_tau_widens_the_rms_for_few_benchmarks():
@@ -31,7 +31,7 @@ def test_predictive_tau_widens_the_rms_for_few_benchmarks():
 
 
 def test_binomial_transfer_spread_scales_with_the_estimate():
-    from entropy_sentinel.monitor.intervals import TransferSpread, label_free, spread_from_errors
+    from entropy_sentinel.stats.intervals import TransferSpread, label_free, spread_from_errors
 
     spread = TransferSpread(0.2, "binomial")
     assert spread.at(0.5) == pytest.approx(0.2)
@@ -113,7 +113,7 @@ def test_estimator_path_builtin_none_or_a_file(tmp_path):
 
 
 def test_recalibration_shrinks_a_noisy_bias_and_trusts_a_clear_one():
-    from entropy_sentinel.monitor.intervals import recalibrated
+    from entropy_sentinel.stats.intervals import recalibrated
 
     n, p = 1000, 0.2
     sum_p, sum_p2 = n * p, n * p * p

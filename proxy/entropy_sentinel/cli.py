@@ -35,7 +35,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def serve(cfg: SentinelConfig) -> int:
     from entropy_sentinel.gateway.app import create_app
-    from entropy_sentinel.upstream import LocalLlamaServer
+    from entropy_sentinel.embedded import LocalLlamaServer
 
     from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
 
@@ -69,7 +69,7 @@ def serve(cfg: SentinelConfig) -> int:
 
 def prepare(cfg: SentinelConfig) -> int:
     """Build/cache the embedded upstream's binary and model now, not at the first ``serve``."""
-    from entropy_sentinel.upstream import ensure_model, ensure_server_binary
+    from entropy_sentinel.embedded import ensure_model, ensure_server_binary
 
     print(f"llama-server: {ensure_server_binary(cfg.local)}")
     print(f"model: {ensure_model(cfg.local)}")
@@ -79,7 +79,7 @@ def prepare(cfg: SentinelConfig) -> int:
 def collect_cmd(args: argparse.Namespace) -> int:
     import asyncio
 
-    from entropy_sentinel.collect import CollectError, collect, parse_slice, summarize
+    from entropy_sentinel.traces.collect import CollectError, collect, parse_slice, summarize
 
     out = Path(args.out)
     try:
@@ -104,7 +104,7 @@ def collect_cmd(args: argparse.Namespace) -> int:
 def train_cmd(args: argparse.Namespace) -> int:
     import json
 
-    from entropy_sentinel.estimator.training import study_record, train
+    from entropy_sentinel.evaluation.training import study_record, train
 
     extra = None
     if args.study:
@@ -120,8 +120,8 @@ def train_cmd(args: argparse.Namespace) -> int:
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    from entropy_sentinel.estimator.protocol import group_by_benchmark, read_traces, run_protocol
-    from entropy_sentinel.estimator.report_eval import write_evaluation
+    from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces, run_protocol
+    from entropy_sentinel.evaluation.report_eval import write_evaluation
 
     grouped = group_by_benchmark(t for t in read_traces(args.traces) if t.get("label") is not None)
     ks = tuple(int(k) for k in args.ks.split(","))
@@ -139,9 +139,9 @@ def study_cmd(args: argparse.Namespace) -> int:
     import hashlib
     import json
 
-    from entropy_sentinel.estimator.protocol import group_by_benchmark, read_traces
-    from entropy_sentinel.estimator.study import StudyConfig, run_study
-    from entropy_sentinel.estimator.study_report import write_study
+    from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces
+    from entropy_sentinel.evaluation.study import StudyConfig, run_study
+    from entropy_sentinel.evaluation.study_report import write_study
 
     grouped = group_by_benchmark(t for t in read_traces(args.traces) if t.get("label") is not None)
     truncation = json.loads(Path(args.truncation).read_text()) if args.truncation else None
@@ -157,7 +157,7 @@ def study_cmd(args: argparse.Namespace) -> int:
 
 
 def report_cmd(args: argparse.Namespace) -> int:
-    from entropy_sentinel.monitor.report import (
+    from entropy_sentinel.report.command import (
         ReportError,
         build_report,
         parse_since,
@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for noisy in ("httpx", "httpx2", "openai"):  # one line per request would drown the progress bar
             logging.getLogger(noisy).setLevel(logging.WARNING)
         if args.command == "train" and args.method is None:
-            from entropy_sentinel.estimator.training import DEFAULT_METHOD
+            from entropy_sentinel.evaluation.training import DEFAULT_METHOD
 
             args.method = DEFAULT_METHOD
         commands = {"collect": collect_cmd, "train": train_cmd, "evaluate": evaluate_cmd, "study": study_cmd,

@@ -19,7 +19,7 @@ from entropy_sentinel import __version__
 from entropy_sentinel.gateway.errors import error_response
 from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.monitor.hub import Monitor, feedback_payload
-from entropy_sentinel.monitor.intervals import spread_of
+from entropy_sentinel.stats.intervals import spread_of
 from entropy_sentinel.monitor.records import RecentRecords
 
 INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)

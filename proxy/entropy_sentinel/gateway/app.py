@@ -15,7 +15,7 @@ from entropy_sentinel.gateway.instrumented import Instrumenter, Scorer
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
 from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
 from entropy_sentinel.monitor.hub import Monitor
-from entropy_sentinel.monitor.intervals import transfer_tau
+from entropy_sentinel.stats.intervals import transfer_tau
 from entropy_sentinel.monitor.records import RecentRecords
 from entropy_sentinel.monitor.slices import SliceRegistry
 from entropy_sentinel.monitor.store import SQLiteStore

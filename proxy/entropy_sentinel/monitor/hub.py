@@ -8,7 +8,7 @@ import random
 import time
 from typing import Any
 
-from entropy_sentinel.monitor.metrics import Metrics
+from entropy_sentinel.monitor.prometheus import Metrics
 from entropy_sentinel.monitor.records import RequestRecord
 from entropy_sentinel.monitor.slices import SliceRegistry, canonical, parse_slice
 from entropy_sentinel.monitor.store import SQLiteStore

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from entropy_sentinel.monitor.intervals import Tau, label_free, observed, recalibrated
+from entropy_sentinel.stats.intervals import Tau, label_free, observed, recalibrated
 
 OTHER = "other"
 MAX_PAIRS = 4

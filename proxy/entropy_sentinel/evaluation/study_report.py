@@ -1,4 +1,4 @@
-"""Writes the study (:mod:`entropy_sentinel.estimator.study`) to disk: results.json, the protocol
+"""Writes the study (:mod:`entropy_sentinel.evaluation.study`) to disk: results.json, the protocol
 rows, the markdown tables spliced into docs/results.md between two markers, and the plots.
 
 The tables are a pure function of results.json (:func:`render_tables`), so a test can check that
@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.estimator.report_eval import _colors, _md_table, _plot_aee_vs_k, _plot_reliability
-from entropy_sentinel.estimator.study_report_shift import (
+from entropy_sentinel.evaluation.report_eval import _colors, _md_table, _plot_aee_vs_k, _plot_reliability
+from entropy_sentinel.evaluation.study_report_shift import (
     _f,
     _figure,
     coverage_tables,

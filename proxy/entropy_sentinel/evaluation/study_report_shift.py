@@ -1,6 +1,6 @@
 """Tables and plots of the study's shift sections (held-out slices and families, intervals, nested
 selection, bootstrap, prompt shift): pure functions of results.json, used by
-:mod:`~entropy_sentinel.estimator.study_report`."""
+:mod:`~entropy_sentinel.evaluation.study_report`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.estimator.report_eval import _colors, _md_table
+from entropy_sentinel.evaluation.report_eval import _colors, _md_table
 
 #: accuracy bands of the "AEE by accuracy band" table and plot
 BANDS = ((0.0, 0.1), (0.1, 0.5), (0.5, 1.01))

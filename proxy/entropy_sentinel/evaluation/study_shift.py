@@ -1,7 +1,7 @@
 """The study's shift sections: what happens on a task family, or a prompt, the estimator never saw.
 
-Pure functions of the per-benchmark data (:class:`~entropy_sentinel.estimator.protocol.BenchmarkData`)
-and a family map; :mod:`entropy_sentinel.estimator.study` calls them and puts their output in
+Pure functions of the per-benchmark data (:class:`~entropy_sentinel.evaluation.protocol.BenchmarkData`)
+and a family map; :mod:`entropy_sentinel.evaluation.study` calls them and puts their output in
 ``results.json``.
 
 * :func:`holdout_estimates`: every slice estimated by a model fitted without it (leave one slice
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from entropy_sentinel.estimator.metrics import auroc, spearman
-from entropy_sentinel.estimator.protocol import BenchmarkData, fit_on
-from entropy_sentinel.monitor.intervals import TAU_SHAPES, TransferSpread, label_free, spread_from_errors
+from entropy_sentinel.stats.scores import auroc, spearman
+from entropy_sentinel.evaluation.protocol import BenchmarkData, fit_on
+from entropy_sentinel.stats.intervals import TAU_SHAPES, TransferSpread, label_free, spread_from_errors
 
 Data = Mapping[str, BenchmarkData]
 #: hold-out regimes: which slices a held-out slice's model may not see

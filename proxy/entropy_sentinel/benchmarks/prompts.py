@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from entropy_sentinel.estimator.benchmarks import Item
+from entropy_sentinel.benchmarks.loader import Item
 
 STYLES = ("completion", "cot", "chat")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -113,7 +113,7 @@ def _parse(raw: dict[str, Any]) -> PromptSet:
 def load_prompts(path: str | Path | None = None) -> PromptSet:
     """The prompt set in ``path``, or the packaged ``prompts.yaml``."""
     if path is None:
-        text = resources.files("entropy_sentinel.estimator").joinpath("prompts.yaml").read_text(encoding="utf-8")
+        text = resources.files("entropy_sentinel.benchmarks").joinpath("prompts.yaml").read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
     raw = yaml.safe_load(text)

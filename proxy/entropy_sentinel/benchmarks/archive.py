@@ -7,8 +7,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from entropy_sentinel.estimator.benchmark_item import BenchmarkUnavailable
-from entropy_sentinel.estimator.benchmark_registry import Package
+from entropy_sentinel.benchmarks.item import BenchmarkUnavailable
+from entropy_sentinel.benchmarks.registry import Package
 
 
 def safe_relpath(name: str) -> bool:

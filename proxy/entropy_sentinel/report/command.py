@@ -3,14 +3,14 @@
 Records come from the proxy's SQLite store (:func:`records_from_db`) or from a running proxy's
 ``GET /sentinel/v1/export`` (:func:`records_from_proxy`); both give the same dicts, one per request,
 with the ``requests`` table's columns (``features`` / ``p_correct_all`` parsed). Reading them lives in
-:mod:`entropy_sentinel.monitor.report_data`.
+:mod:`entropy_sentinel.report.data`.
 
 :func:`build_report` replays the records, in time order, into a :class:`SliceRegistry` exactly as
 the live proxy counts them (request and score at ``ts``, label at ``label_ts``), so lifetime, 1 h and
 24 h figures are the ones ``/sentinel/v1/slices`` would have shown at the last recorded event. On top
 of that it adds a per-slice time series, a worst-first ranking, and the requests worth labelling
-next (:mod:`entropy_sentinel.monitor.report_analysis`). Plots are drawn by
-:mod:`entropy_sentinel.monitor.report_plots`, the HTML page by :mod:`entropy_sentinel.monitor.report_html`.
+next (:mod:`entropy_sentinel.report.analysis`). Plots are drawn by
+:mod:`entropy_sentinel.report.plots`, the HTML page by :mod:`entropy_sentinel.report.html`.
 This module writes the files and re-exports the names of the modules above.
 """
 
@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.monitor.intervals import Tau
-from entropy_sentinel.monitor.report_analysis import (
+from entropy_sentinel.stats.intervals import Tau
+from entropy_sentinel.report.analysis import (
     BUCKET_WIDTHS,
     MAX_BUCKETS,
     MIN_BUCKET_N,
@@ -31,7 +31,7 @@ from entropy_sentinel.monitor.report_analysis import (
     analyse,
     bucket_width,
 )
-from entropy_sentinel.monitor.report_data import (
+from entropy_sentinel.report.data import (
     COLUMNS,
     EXPORT_PAGE,
     REQUIRED_COLUMNS,
@@ -107,8 +107,8 @@ def build_report(
     ``timeseries.png``, ``reliability.png`` when labelled scored responses exist) and ``report.html``.
     Returns the written files by name (``"json"``, ``"csv"``, ``"slices"``, ``"timeseries"``,
     ``"reliability"``, ``"html"``)."""
-    from entropy_sentinel.monitor.report_html import render_html
-    from entropy_sentinel.monitor.report_plots import render_plots
+    from entropy_sentinel.report.html import render_html
+    from entropy_sentinel.report.plots import render_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

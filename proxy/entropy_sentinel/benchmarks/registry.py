@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.estimator.sources_bigbench import (
+from entropy_sentinel.benchmarks.sources_bigbench import (
     BIGBENCH_ARITH,
     GENERATIVE_TASKS,
     WIKIDATA_COUNTRY,
@@ -16,8 +16,8 @@ from entropy_sentinel.estimator.sources_bigbench import (
     parse_bigbench_arithmetic,
     parse_bigbench_generative,
 )
-from entropy_sentinel.estimator.sources_jsonl import parse_jsonl
-from entropy_sentinel.estimator.sources_olmo import (
+from entropy_sentinel.benchmarks.sources_jsonl import parse_jsonl
+from entropy_sentinel.benchmarks.sources_olmo import (
     MATH_SUBJECTS,
     parse_arc,
     parse_gsm8k,
@@ -25,7 +25,7 @@ from entropy_sentinel.estimator.sources_olmo import (
     parse_mmlu,
     parse_sciq,
 )
-from entropy_sentinel.estimator.sources_reasoning_gym import (
+from entropy_sentinel.benchmarks.sources_reasoning_gym import (
     CHAIN_SUM_LEVELS,
     RG_GSM,
     parse_chain_sum,

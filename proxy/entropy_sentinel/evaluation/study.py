@@ -10,7 +10,7 @@ results still match what the code computes. Sections:
   out) and without its whole task family (leave one family out: a new task), with AUROC per slice.
 * **coverage**: how often the 90 % label-free interval covers the held-out slice's accuracy, under
   both hold-outs, for each τ recipe (nested slice- or family-out errors) and τ shape, with its
-  width and counted only where no bound is clipped (:mod:`~entropy_sentinel.estimator.study_shift`).
+  width and counted only where no bound is clipped (:mod:`~entropy_sentinel.evaluation.study_shift`).
 * **nested / bootstrap**: the winner chosen on other families than the one it is scored on, and
   each estimator's share of slice-bootstrap resamples in which it has the lowest median AEE.
 * **prompt_shift**: slices asked again with another prompt set: does the estimate move as the truth does?
@@ -32,11 +32,11 @@ import numpy as np
 from sklearn.base import clone
 
 from entropy_sentinel.estimator.base import ROBUST_FEATURES
-from entropy_sentinel.estimator.benchmark_registry import family_of
+from entropy_sentinel.benchmarks.registry import family_of
 from entropy_sentinel.estimator.estimators import make_estimator
-from entropy_sentinel.estimator.metrics import spearman
-from entropy_sentinel.estimator.protocol import BenchmarkData, benchmark_data, run_protocol
-from entropy_sentinel.estimator.study_shift import (
+from entropy_sentinel.stats.scores import spearman
+from entropy_sentinel.evaluation.protocol import BenchmarkData, benchmark_data, run_protocol
+from entropy_sentinel.evaluation.study_shift import (
     HOLDOUTS,
     TAU_RECIPES,
     bootstrap_verdict,
@@ -46,8 +46,8 @@ from entropy_sentinel.estimator.study_shift import (
     nested_selection,
     prompt_shift,
 )
-from entropy_sentinel.estimator.training import DEFAULT_METHOD
-from entropy_sentinel.monitor.intervals import Tau, recalibrated
+from entropy_sentinel.evaluation.training import DEFAULT_METHOD
+from entropy_sentinel.stats.intervals import Tau, recalibrated
 from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS, entropy_variant
 from entropy_sentinel.signal.features import ENTROPY_FEATURES
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from entropy_sentinel.monitor.intervals import Tau, label_free, observed, spread_of
-from entropy_sentinel.monitor.report_data import choice_scores, normalize_record
+from entropy_sentinel.stats.intervals import Tau, label_free, observed, spread_of
+from entropy_sentinel.report.data import choice_scores, normalize_record
 from entropy_sentinel.monitor.slices import SliceRegistry
 
 #: time-series bucket widths to choose from (seconds): the smallest giving at most MAX_BUCKETS buckets
@@ -97,7 +97,7 @@ def _reliability(recs: Iterable[dict[str, Any]], bins: int = 10) -> dict[str, An
     pairs = [(r["p_correct"], r["label"]) for r in recs if r["p_correct"] is not None and r["label"] is not None]
     if not pairs:
         return None
-    from entropy_sentinel.estimator.metrics import reliability_bins
+    from entropy_sentinel.stats.scores import reliability_bins
 
     rb = reliability_bins([q for q, _ in pairs], [y for _, y in pairs], bins)
     def clean(values: Iterable[float]) -> list[float | None]:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.monitor.intervals import TAU_SHAPES, TransferSpread, transfer_tau
+from entropy_sentinel.stats.intervals import TAU_SHAPES, TransferSpread, transfer_tau
 
 COLUMNS = (
     "request_id", "ts", "slice", "route", "model", "status", "scored", "p_correct", "p_correct_all",

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.estimator.sources_common import strip_commas
+from entropy_sentinel.benchmarks.sources_common import strip_commas
 
 _NUMBER = re.compile(r"[-+]?\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
 

@@ -35,8 +35,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from entropy_sentinel.estimator.benchmark_sources import last_boxed
-from entropy_sentinel.estimator.benchmarks import Item
+from entropy_sentinel.benchmarks.sources import last_boxed
+from entropy_sentinel.benchmarks.loader import Item
 
 log = logging.getLogger(__name__)
 

@@ -219,7 +219,7 @@ def _build_server(cfg: LocalUpstreamConfig, target: Path) -> None:
 def chat_template_path(cfg: LocalUpstreamConfig) -> Path:
     if cfg.chat_template:
         return Path(os.path.expanduser(cfg.chat_template))
-    return Path(str(resources.files("entropy_sentinel.upstream").joinpath("gemma_chat_template.jinja")))
+    return Path(str(resources.files("entropy_sentinel.embedded").joinpath("gemma_chat_template.jinja")))
 
 
 def free_port() -> int:

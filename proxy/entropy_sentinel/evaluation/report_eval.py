@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from entropy_sentinel.estimator.metrics import ReliabilityBins
+from entropy_sentinel.stats.scores import ReliabilityBins
 
 __all__ = ["markdown_summary", "write_evaluation"]
 
