@@ -37,7 +37,7 @@ def vllm_url():
         return
     port = free_port()
     log = open(Path(os.path.expanduser("~/.cache/entropy-sentinel")) / "vllm-test.log", "ab")
-    template = ROOT / "proxy" / "entropy_sentinel" / "upstream" / "gemma_chat_template.jinja"
+    template = ROOT / "proxy" / "entropy_sentinel" / "embedded" / "gemma_chat_template.jinja"
     proc = subprocess.Popen(
         ["bash", str(ROOT / "scripts" / "start_vllm.sh"), str(port), "--chat-template", str(template)],
         stdout=log,

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from entropy_sentinel import __version__
 from entropy_sentinel.config import ConfigError, SentinelConfig, load_config
+from entropy_sentinel.optional import MissingExtra, require_for_command
 
 log = logging.getLogger("entropy_sentinel")
 
@@ -123,10 +124,13 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces, run_protocol
     from entropy_sentinel.evaluation.report_eval import write_evaluation
 
+    from entropy_sentinel.estimator.registry import estimator_names
+
     grouped = group_by_benchmark(t for t in read_traces(args.traces) if t.get("label") is not None)
     ks = tuple(int(k) for k in args.ks.split(","))
+    estimators = args.estimators.split(",") if args.estimators else list(estimator_names())
     result = run_protocol(
-        grouped, args.estimators.split(","), ks=ks, max_combinations=args.max_combinations,
+        grouped, estimators, ks=ks, max_combinations=args.max_combinations,
         variant=args.variant, n_jobs=args.jobs,
     )
     written = write_evaluation(result.rows, result.summary, Path(args.out), result.reliability)
@@ -227,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="the paper's protocol: every estimator on every training composition")
     p.add_argument("--traces", nargs="+", required=True)
     p.add_argument("--out", required=True, help="output directory (CSV, markdown, PNG)")
-    p.add_argument("--estimators", default="paper_forest,atc,logistic,transfer_logistic,monotone_boost")
+    p.add_argument("--estimators", help="comma-separated registered estimators (default: all of them)")
     p.add_argument("--ks", default="1,2,3,4")
     p.add_argument("--max-combinations", type=int, default=30, help="cap on training compositions per k")
     p.add_argument("--variant", default="topk")
@@ -273,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.method = DEFAULT_METHOD
         commands = {"collect": collect_cmd, "train": train_cmd, "evaluate": evaluate_cmd, "study": study_cmd,
                     "report": report_cmd}
+        try:
+            require_for_command(args.command)
+        except MissingExtra as exc:
+            print(f"entropy-sentinel: {exc}", file=sys.stderr)
+            return 2
         return commands[args.command](args)
     try:
         cfg = load_config(args.config, _serve_overrides(args) if args.command == "serve" else None)

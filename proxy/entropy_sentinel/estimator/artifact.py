@@ -3,8 +3,8 @@
 A pickle runs arbitrary code on load, and an estimator file is exactly the kind of thing that gets
 downloaded and passed to a proxy. skops stores an object graph instead, and reports which types a
 file would instantiate before it does; :func:`load_artifact` loads a file only when every type
-skops does not already trust is on :data:`ALLOWED_TYPES` (scikit-learn internals our estimators
-hold, and our own estimator classes), and refuses anything else naming the offending types. The
+skops does not already trust is in :func:`allowed_types` (scikit-learn internals our estimators
+hold, and every estimator class registered in :mod:`entropy_sentinel.estimator.registry`), and refuses anything else naming the offending types. The
 loaded object must then be one of our estimator classes (a bare scikit-learn model, though skops
 trusts it, is refused too: the scorer relies on the ``features`` column contract).
 
@@ -20,27 +20,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ALLOWED_TYPES", "ArtifactError", "UntrustedArtifactError", "load_artifact", "save_artifact"]
+__all__ = ["SKLEARN_INTERNALS", "ArtifactError", "UntrustedArtifactError", "allowed_types", "load_artifact", "save_artifact"]
 
 FORMAT = "entropy-sentinel-estimator"
 FORMAT_VERSION = 1
 
-#: Types beyond skops' default-trusted set (numpy, builtins, most scikit-learn estimators) that a
-#: fitted estimator of :mod:`entropy_sentinel.estimator.estimators` contains.
-ALLOWED_TYPES: frozenset[str] = frozenset(
+#: scikit-learn internals a fitted estimator holds that skops does not trust by default
+SKLEARN_INTERNALS: frozenset[str] = frozenset(
     {
-        "entropy_sentinel.estimator.estimators.ATC",
-        "entropy_sentinel.estimator.estimators.ConstantEstimator",
-        "entropy_sentinel.estimator.estimators.LogisticEstimator",
-        "entropy_sentinel.estimator.transfer.MonotoneBoost",
-        "entropy_sentinel.estimator.estimators.PaperForest",
-        "entropy_sentinel.estimator.transfer.TransferLogistic",
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._SigmoidCalibration",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.tree._tree.Tree",
     }
 )
+
+
+def allowed_types() -> frozenset[str]:
+    """Types beyond skops' default-trusted set (numpy, builtins, most scikit-learn estimators) that
+    an artifact may hold: every registered estimator class, and :data:`SKLEARN_INTERNALS`."""
+    from entropy_sentinel.estimator.registry import estimator_classes, qualified_name
+
+    return SKLEARN_INTERNALS | {qualified_name(cls) for cls in estimator_classes()}
 
 
 class ArtifactError(ValueError):
@@ -120,7 +121,8 @@ def load_artifact(path: str | Path) -> tuple[Any, dict[str, Any]]:
         raise
     except Exception as exc:  # a zip without a skops schema, or no zip at all
         raise ArtifactError(f"{path} is not a skops file: {exc}") from exc
-    refused = [t for t in untrusted if t not in ALLOWED_TYPES]
+    allowed = allowed_types()
+    refused = [t for t in untrusted if t not in allowed]
     if refused:
         raise UntrustedArtifactError(path, refused)
     payload = sio.load(path, trusted=untrusted)
@@ -132,10 +134,10 @@ def load_artifact(path: str | Path) -> tuple[Any, dict[str, Any]]:
         metadata = json.loads(payload["metadata_json"])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path} has unreadable metadata: {exc}") from None
-    from entropy_sentinel.estimator.estimators import ESTIMATOR_CLASSES
+    from entropy_sentinel.estimator.registry import estimator_classes
 
     estimator = payload.get("estimator")
-    if not isinstance(estimator, ESTIMATOR_CLASSES):
+    if not isinstance(estimator, estimator_classes()):
         raise ArtifactError(
             f"{path} holds a {type(estimator).__module__}.{type(estimator).__qualname__}, "
             f"not one of the Entropy Sentinel estimators"

@@ -34,6 +34,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from entropy_sentinel.estimator.registry import estimator_classes, estimator_names, make_estimator, register
 from entropy_sentinel.signal.features import ENTROPY_FEATURES
 
 __all__ = [
@@ -61,9 +62,34 @@ from entropy_sentinel.estimator.base import (  # noqa: F401  (re-exported for ca
     benchmark_weights,
     feature_matrix,
 )
-from entropy_sentinel.estimator.transfer import MonotoneBoost, TransferLogistic
 
 
+@register("constant")
+class ConstantEstimator(_FeatureClassifier):
+    """The baseline every estimator must beat: P(correct) = the training slices' mean accuracy.
+
+    It reads no feature (``features`` is kept only so a scorer can build the same matrix), so any
+    AEE it reaches is what "guess the average" gives on these slices. With ``groups`` the mean is
+    over benchmarks (each benchmark's accuracy counts once), else over responses.
+
+    Fitted attributes: ``p_`` (the constant), ``classes_``, ``n_features_in_``.
+    """
+
+    def __init__(self, features: tuple[str, ...] = ("mean",)) -> None:
+        self.features = features
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> ConstantEstimator:
+        X, y = self._prepare_fit(X, y)
+        w = benchmark_weights(np.asarray(groups), y.size) if groups is not None else None
+        self.p_ = float(np.average(y, weights=w))
+        self.constant_ = self.p_
+        return self
+
+    def _p_correct(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - constant_ answers first
+        return np.full(X.shape[0], self.p_)
+
+
+@register("paper_forest")
 class PaperForest(_FeatureClassifier):
     """The paper's classifier: RandomForest(class_weight="balanced"), grid-searched, then calibrated.
 
@@ -142,6 +168,7 @@ class PaperForest(_FeatureClassifier):
         return proba[:, list(self.calibrated_.classes_).index(1)]
 
 
+@register("atc")
 class ATC(_FeatureClassifier):
     """Average thresholded confidence (Garg et al., ICLR 2022) on one statistic.
 
@@ -211,6 +238,7 @@ class ATC(_FeatureClassifier):
         return 1.0 / (1.0 + np.exp(-z))
 
 
+@register("logistic")
 class LogisticEstimator(_FeatureClassifier):
     """Standardized logistic regression (no class weighting, so mean P = training accuracy).
 
@@ -252,50 +280,11 @@ class LogisticEstimator(_FeatureClassifier):
         return self.model_.predict_proba(self.scaler_.transform(self._transformed(X)))[:, 1]
 
 
-class ConstantEstimator(_FeatureClassifier):
-    """The baseline every estimator must beat: P(correct) = the training slices' mean accuracy.
+# after this module's classes, so registration order is the report order (transfer imports only base)
+from entropy_sentinel.estimator.transfer import MonotoneBoost, TransferLogistic  # noqa: E402
 
-    It reads no feature (``features`` is kept only so a scorer can build the same matrix), so any
-    AEE it reaches is what "guess the average" gives on these slices. With ``groups`` the mean is
-    over benchmarks (each benchmark's accuracy counts once), else over responses.
-
-    Fitted attributes: ``p_`` (the constant), ``classes_``, ``n_features_in_``.
-    """
-
-    def __init__(self, features: tuple[str, ...] = ("mean",)) -> None:
-        self.features = features
-
-    def fit(self, X: Any, y: Any, groups: Any = None) -> ConstantEstimator:
-        X, y = self._prepare_fit(X, y)
-        w = benchmark_weights(np.asarray(groups), y.size) if groups is not None else None
-        self.p_ = float(np.average(y, weights=w))
-        self.constant_ = self.p_
-        return self
-
-    def _p_correct(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - constant_ answers first
-        return np.full(X.shape[0], self.p_)
-
-
-_REGISTRY: dict[str, type[_FeatureClassifier]] = {
-    "constant": ConstantEstimator,
-    "paper_forest": PaperForest,
-    "atc": ATC,
-    "logistic": LogisticEstimator,
-    "transfer_logistic": TransferLogistic,
-    "monotone_boost": MonotoneBoost,
-}
-
-#: Names accepted by :func:`make_estimator`.
-ESTIMATORS: tuple[str, ...] = tuple(_REGISTRY)
+#: Names accepted by :func:`make_estimator` (every registered estimator).
+ESTIMATORS: tuple[str, ...] = estimator_names()
 
 #: The classes an artifact may hold (see :mod:`entropy_sentinel.estimator.artifact`).
-ESTIMATOR_CLASSES: tuple[type, ...] = tuple(_REGISTRY.values())
-
-
-def make_estimator(name: str, **params: Any) -> _FeatureClassifier:
-    """A new, unfitted estimator by registry name, e.g. ``make_estimator("atc", features=("mean",))``."""
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}") from None
-    return cls(**params)
+ESTIMATOR_CLASSES: tuple[type, ...] = estimator_classes()

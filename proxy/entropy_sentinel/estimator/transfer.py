@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 
 
+from entropy_sentinel.estimator.registry import register
 from entropy_sentinel.estimator.base import (  # noqa: F401
     EXPECTED_DIRECTION,
     ROBUST_FEATURES,
@@ -21,6 +22,7 @@ from entropy_sentinel.estimator.base import (  # noqa: F401
 )
 
 
+@register("transfer_logistic")
 class TransferLogistic(_FeatureClassifier):
     """Ours: a logistic model built to keep its *mean* right on a benchmark it has not seen.
 
@@ -118,6 +120,7 @@ class TransferLogistic(_FeatureClassifier):
 MONOTONE_BOOST_FEATURES = (*ROBUST_FEATURES, "nll_mean", "sum", "nll_sum")
 
 
+@register("monotone_boost")
 class MonotoneBoost(_FeatureClassifier):
     """Ours: shallow histogram gradient boosting, monotone where :data:`EXPECTED_DIRECTION` knows.
 

@@ -33,7 +33,7 @@ from sklearn.base import clone
 
 from entropy_sentinel.estimator.base import ROBUST_FEATURES
 from entropy_sentinel.benchmarks.registry import family_of
-from entropy_sentinel.estimator.estimators import make_estimator
+from entropy_sentinel.estimator.registry import estimator_names, make_estimator
 from entropy_sentinel.stats.scores import spearman
 from entropy_sentinel.evaluation.protocol import BenchmarkData, benchmark_data, run_protocol
 from entropy_sentinel.evaluation.study_shift import (
@@ -76,9 +76,8 @@ CANDIDATES: Mapping[str, tuple[str, dict[str, Any]]] = {
 
 @dataclass(frozen=True)
 class StudyConfig:
-    estimators: tuple[str, ...] = (
-        "constant", "paper_forest", "atc", "logistic", "transfer_logistic", DEFAULT_METHOD,
-    )
+    #: every registered estimator (:mod:`entropy_sentinel.estimator.registry`), in its order
+    estimators: tuple[str, ...] = field(default_factory=estimator_names)
     default: str = DEFAULT_METHOD
     references: tuple[str, ...] = ("constant", "atc", "paper_forest")
     ks: tuple[int, ...] = (1, 2, 3, 4)

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from entropy_sentinel import __version__
 from entropy_sentinel.gateway.errors import error_response
 from entropy_sentinel.gateway.instrumented import Instrumenter
+from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.hub import Monitor, feedback_payload
 from entropy_sentinel.stats.intervals import spread_of
 from entropy_sentinel.monitor.records import RecentRecords
@@ -117,7 +118,10 @@ async def feedback(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[MONITOR_KEY].metrics.registry)
+    sink = next((s for s in request.app[MONITOR_KEY].sinks if isinstance(s, PrometheusSink)), None)
+    if sink is None:
+        return error_response(404, "No Prometheus sink is configured.", code="no_metrics")
+    body = generate_latest(sink.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -11,14 +11,17 @@ from aiohttp import web
 from entropy_sentinel.config import SentinelConfig
 from entropy_sentinel.gateway.admin import ADMIN_TOKEN_KEY, INSTRUMENTER_KEY, MONITOR_KEY, RECORDS_KEY, add_routes, admin_auth
 from entropy_sentinel.gateway.forward import forward
-from entropy_sentinel.gateway.instrumented import Instrumenter, Scorer
+from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
 from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
 from entropy_sentinel.monitor.hub import Monitor
-from entropy_sentinel.stats.intervals import transfer_tau
+from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
 from entropy_sentinel.monitor.slices import SliceRegistry
-from entropy_sentinel.monitor.store import SQLiteStore
+from entropy_sentinel.monitor.sqlite_store import SQLiteStore
+from entropy_sentinel.monitor.store import RecordStore
+from entropy_sentinel.stats.intervals import transfer_tau
+from entropy_sentinel.types import Scorer
 
 __all__ = ["INSTRUMENTER_KEY", "MONITOR_KEY", "RECORDS_KEY", "UPSTREAM_KEY", "create_app"]
 
@@ -71,12 +74,13 @@ def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
     slices = SliceRegistry(
         cfg.monitor.max_slices, cfg.monitor.level, transfer_tau(metadata.get("validation"), cfg.monitor.level), cfg.monitor.min_labels
     )
-    store = None
+    store: RecordStore | None = None
     if cfg.store.path:
         store = SQLiteStore(cfg.store.path, cfg.store.batch_size, cfg.store.flush_interval_s, cfg.store.retention_days)
     return Monitor(
         slices,
         store,
+        [PrometheusSink(slices)],
         cfg.monitor.api_key_tenants,
         cfg.monitor.sample_rate,
         cfg.monitor.slice_sample_rates,
@@ -96,7 +100,7 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
         app[MONITOR_KEY] = monitor
         if monitor.store is not None:
             replayed = await asyncio.to_thread(monitor.replay_store)
-            log.info("store %s: %d records replayed into the slice counters", monitor.store.path, replayed)
+            log.info("store %s: %d records replayed into the slice counters", monitor.store.describe(), replayed)
         await asyncio.to_thread(warm_up, scorer)
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream

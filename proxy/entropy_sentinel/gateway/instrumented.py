@@ -12,7 +12,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -29,16 +28,12 @@ from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
 from entropy_sentinel.monitor.slices import SliceError
 from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS
+from entropy_sentinel.types import Scorer, UnscoredReason
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Sentinel-Request-Id"
 P_CORRECT_HEADER = "X-Sentinel-P-Correct"
-#: answered by the proxy itself (bad slice header or body): counted in metrics, not in slices
-INVALID_REQUEST = "invalid_request"
-
-#: per choice, the statistics under every entropy variant -> P(correct) per choice
-Scorer = Callable[[list[dict[str, dict[str, float]]]], list[float]]
 
 
 def _loads(raw: bytes) -> Any:
@@ -91,7 +86,7 @@ class Instrumenter:
             record.status = record.status or response.status
             return response
         except asyncio.CancelledError:  # the client disconnected (handler_cancellation)
-            record.status, record.unscored_reason = 499, "client_disconnected"
+            record.status, record.unscored_reason = 499, UnscoredReason.CLIENT_DISCONNECTED
             raise
         finally:
             record.latency_s = time.perf_counter() - started
@@ -114,16 +109,16 @@ class Instrumenter:
                     request.headers.get("X-Sentinel-Slice"), request.headers.get("Authorization")
                 )
             except SliceError as exc:
-                record.unscored_reason = INVALID_REQUEST
+                record.unscored_reason = UnscoredReason.INVALID_REQUEST
                 return error_response(400, str(exc), code="invalid_slice", param="X-Sentinel-Slice", headers=ids)
         raw = await request.read()
         try:
             obj = _loads(raw)
         except ValueError:
-            record.unscored_reason = INVALID_REQUEST
+            record.unscored_reason = UnscoredReason.INVALID_REQUEST
             return error_response(400, "The request body is not valid JSON.", code="invalid_json", headers=ids)
         if not isinstance(obj, dict):
-            record.unscored_reason = INVALID_REQUEST
+            record.unscored_reason = UnscoredReason.INVALID_REQUEST
             return error_response(400, "The request body must be a JSON object.", code="invalid_body", headers=ids)
         record.stream = obj.get("stream") is True
         sampled = self.monitor is None or self.monitor.sampled(record.slice)
@@ -131,7 +126,9 @@ class Instrumenter:
         if self.monitor is not None and self.monitor.capture_content:
             record.prompt = orjson.dumps(obj.get("messages", obj.get("prompt"))).decode()[:65536]
         if plan is None:
-            record.unscored_reason = "not_sampled" if not sampled else "logprob_fields_not_understood"
+            record.unscored_reason = (
+                UnscoredReason.LOGPROB_FIELDS_NOT_UNDERSTOOD if sampled else UnscoredReason.NOT_SAMPLED
+            )
             return await forward(request, self.upstream, raw, ids)
         plan.original_body = raw
         handler = self._stream if plan.stream else self._unary
@@ -144,7 +141,7 @@ class Instrumenter:
 
     async def _retry_unforced(self, request: web.Request, plan: LogprobPlan, record: RequestRecord, ids: dict[str, str]) -> web.StreamResponse:
         log.info("request_id=%s upstream refused logprobs; retrying unforced, unscored", record.request_id)
-        record.unscored_reason = "upstream_refused_logprobs"
+        record.unscored_reason = UnscoredReason.UPSTREAM_REFUSED_LOGPROBS
         return await forward(request, self.upstream, plan.original_body, ids)
 
     async def _unary(
@@ -158,20 +155,20 @@ class Instrumenter:
                 status, reason, up_headers = up.status, up.reason, up.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             status, code, message = classify_error(exc)
-            record.unscored_reason = code
+            record.unscored_reason = UnscoredReason(code)
             return error_response(status, message, code=code, headers=ids)
         headers = response_headers(up_headers, keep_length=False, drop_encoding=True)
         headers.update(ids)
         if status == 400 and refuses_logprobs(payload):
             return await self._retry_unforced(request, plan, record, ids)
         if status != 200:
-            record.unscored_reason = "upstream_status"
+            record.unscored_reason = UnscoredReason.UPSTREAM_STATUS
             return web.Response(status=status, reason=reason, body=payload, headers=headers)
         t0 = time.perf_counter()
         try:
             obj = _loads(payload)
         except ValueError:
-            record.unscored_reason = "upstream_body_not_json"
+            record.unscored_reason = UnscoredReason.UPSTREAM_BODY_NOT_JSON
             return web.Response(status=status, body=payload, headers=headers)
         extractor = ChoiceExtractor(plan, self.top_k)
         if self.monitor is not None and self.monitor.capture_content:
@@ -200,7 +197,7 @@ class Instrumenter:
                         return await self._retry_unforced(request, plan, record, ids)
                     headers = response_headers(up.headers, keep_length=False, drop_encoding=True)
                     headers.update(ids)
-                    record.unscored_reason = "upstream_status"
+                    record.unscored_reason = UnscoredReason.UPSTREAM_STATUS
                     return web.Response(status=up.status, reason=up.reason, body=payload, headers=headers)
                 decoder = SSEDecoder()
                 events: list[bytes] = []
@@ -211,7 +208,7 @@ class Instrumenter:
                     events = decoder.feed(chunk)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status, code, message = classify_error(exc)
-                record.unscored_reason = code
+                record.unscored_reason = UnscoredReason(code)
                 return error_response(status, message, code=code, headers=ids)
             if events and self._is_logprob_refusal(events[0]):
                 await stack.aclose()
@@ -235,12 +232,12 @@ class Instrumenter:
                         break
                     events = decoder.feed(chunk)
             except ConnectionResetError:
-                record.status, record.unscored_reason = 499, "client_disconnected"
+                record.status, record.unscored_reason = 499, UnscoredReason.CLIENT_DISCONNECTED
                 log.info("request_id=%s client went away; upstream request cancelled", record.request_id)
                 return response
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
                 status, code, message = classify_error(exc)
-                record.status, record.unscored_reason = status, code
+                record.status, record.unscored_reason = status, UnscoredReason(code)
                 try:
                     await response.write(encode_data(error_body(status, message, code=code)))
                 except ConnectionResetError:
@@ -322,7 +319,7 @@ class _StreamRelay:
         if not isinstance(obj, dict):
             return raw + b"\n\n"
         if "error" in obj:
-            self.record.unscored_reason = "upstream_stream_error"
+            self.record.unscored_reason = UnscoredReason.UPSTREAM_STREAM_ERROR
             return raw + b"\n\n"
         if self.record.model is None and isinstance(obj.get("model"), str):
             self.record.model = obj["model"]

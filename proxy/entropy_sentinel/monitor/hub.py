@@ -1,4 +1,4 @@
-"""What happens to a finished request: slice counters, Prometheus metrics, the store, feedback."""
+"""What happens to a finished request: slice counters, the sinks (Prometheus), the store, feedback."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from entropy_sentinel.monitor.prometheus import Metrics
 from entropy_sentinel.monitor.records import RequestRecord
+from entropy_sentinel.monitor.sinks import RecordSink
 from entropy_sentinel.monitor.slices import SliceRegistry, canonical, parse_slice
-from entropy_sentinel.monitor.store import SQLiteStore
+from entropy_sentinel.monitor.store import RecordStore
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,8 @@ class Monitor:
     def __init__(
         self,
         slices: SliceRegistry,
-        store: SQLiteStore | None = None,
+        store: RecordStore | None = None,
+        sinks: Sequence[RecordSink] = (),
         api_key_tenants: dict[str, str] | None = None,
         sample_rate: float = 1.0,
         slice_sample_rates: dict[str, float] | None = None,
@@ -28,7 +30,7 @@ class Monitor:
         rng: random.Random | None = None,
     ) -> None:
         self.slices = slices
-        self.metrics = Metrics(slices)
+        self.sinks = tuple(sinks)
         self.store = store
         self.capture_content = capture_content
         self.sample_rate = sample_rate
@@ -63,19 +65,19 @@ class Monitor:
 
     # -- request end -----------------------------------------------------------------------------
     def finish(self, record: RequestRecord) -> None:
-        m = self.metrics
-        m.requests.labels(record.route, record.slice, str(record.status)).inc()
-        m.overhead.observe(record.overhead_s)
-        if record.unscored_reason and record.unscored_reason.startswith("upstream"):
-            m.upstream_errors.labels(record.unscored_reason).inc()
-        if record.unscored_reason == "invalid_request":  # refused before the upstream: no slice traffic
+        reason = record.unscored_reason
+        if reason is None or reason.counts_as_traffic:  # refused before the upstream: no slice traffic
+            now = record.started_at
+            self.slices.record_request(record.slice, now)
+            for p in record.p_correct or ():
+                self.slices.record_score(record.slice, p, now)
+        for sink in self.sinks:
+            try:
+                sink.record_finished(record)
+            except Exception:  # a sink never hurts the request path
+                log.exception("sink %s failed on a finished request", type(sink).__name__)
+        if reason is not None and not reason.counts_as_traffic:
             return
-        now = record.started_at
-        self.slices.record_request(record.slice, now)
-        for p in record.p_correct or ():
-            m.scored.labels(record.slice).inc()
-            m.p_correct.labels(record.slice).observe(p)
-            self.slices.record_score(record.slice, p, now)
         if self.store is not None:
             first = sorted(record.features)[0] if record.features else None
             self.store.enqueue(
@@ -99,6 +101,11 @@ class Monitor:
 
     def label(self, slice_key: str, correct: bool, p: float | None, request_id: str) -> None:
         self.slices.record_label(slice_key, int(correct), p, time.time())
+        for sink in self.sinks:
+            try:
+                sink.label_received(slice_key, correct, p)
+            except Exception:
+                log.exception("sink %s failed on a label", type(sink).__name__)
         if self.store is not None:
             self.store.label(request_id, int(correct))
 

@@ -1,5 +1,8 @@
-"""Prometheus metrics (DESIGN.md section 1). Every ``slice`` label value comes from the bounded
-slice registry (overflow is ``other``), so clients cannot create series at will."""
+"""The Prometheus :class:`~entropy_sentinel.monitor.sinks.RecordSink`: ``/sentinel/metrics``.
+
+Every ``slice`` label value comes from the bounded slice registry (overflow is ``other``), so
+clients cannot create series at will; the metric names are the contract in docs/architecture.md.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from entropy_sentinel.monitor.records import RequestRecord
 from entropy_sentinel.monitor.slices import SliceRegistry
 
 
@@ -33,7 +37,9 @@ class _EstimateCollector(Collector):
         yield family
 
 
-class Metrics:
+class PrometheusSink:
+    """Counters and histograms per finished request; ``registry`` is what ``/sentinel/metrics`` exposes."""
+
     def __init__(self, slices: SliceRegistry) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -51,4 +57,22 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25), registry=r,
         )
         self.upstream_errors = Counter("sentinel_upstream_errors", "Upstream failures by kind", ["kind"], registry=r)
+        self.labels = Counter(
+            "sentinel_labels", "Feedback labels accepted", ["slice", "correct"], registry=r,
+        )
         r.register(_EstimateCollector(slices))
+
+    def record_finished(self, record: RequestRecord) -> None:
+        self.requests.labels(record.route, record.slice, str(record.status)).inc()
+        self.overhead.observe(record.overhead_s)
+        reason = record.unscored_reason
+        if reason is not None and reason.upstream_failure:
+            self.upstream_errors.labels(reason.value).inc()
+        if reason is not None and not reason.counts_as_traffic:
+            return
+        for p in record.p_correct or ():
+            self.scored.labels(record.slice).inc()
+            self.p_correct.labels(record.slice).observe(p)
+
+    def label_received(self, slice_key: str, correct: bool, p_correct: float | None) -> None:
+        self.labels.labels(slice_key, "true" if correct else "false").inc()

@@ -7,6 +7,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from entropy_sentinel.types import UnscoredReason
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -20,7 +22,7 @@ class RequestRecord:
     model: str | None = None
     #: False when the request was not instrumented (logprobs refused, malformed, upstream error)
     scored: bool = False
-    unscored_reason: str | None = None
+    unscored_reason: UnscoredReason | None = None
     #: per choice index: the trajectory statistics
     features: dict[int, dict[str, float]] = field(default_factory=dict)
     #: per choice index: the statistics under every entropy variant (for estimator studies)

@@ -1,176 +1,91 @@
-"""The request store: one row per finished request, written behind the request path.
+"""The record store's interface and its one schema: one row per finished request, and its label.
 
-The gateway only enqueues (``put_nowait``); a writer thread commits in batches (every
-``flush_interval_s`` or ``batch_size`` rows) in WAL mode, so a committed batch survives a kill and
-a clean shutdown drains the queue first. SQLite is the embedded default; the small ``Store``
-surface (enqueue, label, get, export, replay, close) is what a PostgreSQL backend would implement
-for many replicas.
+:class:`RecordStore` is what :class:`~entropy_sentinel.monitor.hub.Monitor`, the admin endpoints
+and ``report`` rely on; :class:`~entropy_sentinel.monitor.sqlite_store.SQLiteStore` is the embedded
+backend and :class:`~entropy_sentinel.monitor.memory_store.MemoryStore` the in-memory double for
+tests. A new backend (PostgreSQL for many replicas) is one module implementing this protocol, plus
+one line in :func:`~entropy_sentinel.gateway.app.build_monitor` choosing it from the config.
+
+:data:`COLUMNS` is the row every backend stores and every reader returns; :func:`decode_row` turns
+a stored row back into plain values (the JSON columns parsed).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import queue
-import sqlite3
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-log = logging.getLogger(__name__)
+__all__ = ["COLUMNS", "JSON_COLUMNS", "TEXT_COLUMNS", "RecordStore", "ReplayRow", "decode_row", "encode_value"]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-  request_id TEXT PRIMARY KEY,
-  ts REAL NOT NULL,
-  slice TEXT NOT NULL,
-  route TEXT NOT NULL,
-  model TEXT,
-  status INTEGER,
-  scored INTEGER NOT NULL,
-  p_correct REAL,
-  p_correct_all TEXT,
-  features TEXT,
-  tokens INTEGER,
-  latency_s REAL,
-  label INTEGER,
-  label_ts REAL,
-  prompt TEXT,
-  completion TEXT
-);
-CREATE INDEX IF NOT EXISTS requests_slice_ts ON requests(slice, ts);
-CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
-"""
-COLUMNS = (
+#: the stored row, in order; ``label``/``label_ts`` are set by :meth:`RecordStore.label`
+COLUMNS: tuple[str, ...] = (
     "request_id", "ts", "slice", "route", "model", "status", "scored", "p_correct", "p_correct_all",
     "features", "tokens", "latency_s", "label", "label_ts", "prompt", "completion",
 )
-_INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_LABEL = "UPDATE requests SET label = ?, label_ts = ? WHERE request_id = ?"
+#: columns holding a JSON value (stored as its text)
+JSON_COLUMNS: frozenset[str] = frozenset({"features", "p_correct_all"})
+#: opt-in content capture: stored only when ``store.capture_content`` is on, never exported raw to logs
+TEXT_COLUMNS: frozenset[str] = frozenset({"prompt", "completion"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Label:
-    request_id: str
-    label: int
+class ReplayRow(NamedTuple):
+    """What the slice counters need of a retained request to be rebuilt after a restart."""
+
     ts: float
+    slice: str
+    p_correct_all: list[float]
+    p_correct: float | None
+    label: int | None
+    label_ts: float | None
 
 
-_STOP = object()
+@runtime_checkable
+class RecordStore(Protocol):
+    """Where finished requests are kept beyond the in-memory window.
+
+    Contract (``tests/unit/monitor/test_store_contract.py`` runs it on every backend):
+
+    * ``enqueue(row)`` and ``label(...)`` are called on the event loop and never block: they queue;
+      writing happens behind the request path, in order.
+    * ``flush()`` blocks until everything queued before it is durable and readable.
+    * ``close()`` drains the queue, then releases the backend; a clean stop loses nothing.
+    * ``get``/``export``/``replay`` read durable rows (call them from a thread); rows are dicts over
+      :data:`COLUMNS` with JSON columns decoded (:func:`decode_row`).
+    * Enqueuing an existing ``request_id`` replaces that row; labelling an unknown id does nothing.
+    * ``describe()`` names the backend and its location for the start-up log (no secrets).
+    """
+
+    def enqueue(self, row: Mapping[str, Any]) -> None: ...
+
+    def label(self, request_id: str, label: int, ts: float | None = None) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get(self, request_id: str) -> dict[str, Any] | None: ...
+
+    def export(self, since: float = 0.0, limit: int = 10_000) -> list[dict[str, Any]]: ...
+
+    def replay(self) -> Iterator[ReplayRow]: ...
+
+    def describe(self) -> str: ...
 
 
-def _row_out(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for key in ("features", "p_correct_all"):
-        if out.get(key):
-            out[key] = json.loads(out[key])
-    return out
-
-
-class SQLiteStore:
-    def __init__(
-        self, path: str | os.PathLike[str], batch_size: int = 500, flush_interval_s: float = 1.0, retention_days: float = 30.0
-    ) -> None:
-        self.path = Path(os.path.expanduser(str(path)))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.retention_s = retention_days * 86400.0
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self.written = 0
-        with self._connect() as conn:
-            conn.executescript(SCHEMA)
-        self._thread = threading.Thread(target=self._writer, name="sentinel-store", daemon=True)
-        self._thread.start()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.row_factory = sqlite3.Row
-        return conn
-
-    # -- request path: never blocks ------------------------------------------------------------
-    def enqueue(self, row: dict[str, Any]) -> None:
-        self._queue.put_nowait(tuple(_encode(row.get(c), c) for c in COLUMNS))
-
-    def label(self, request_id: str, label: int, ts: float | None = None) -> None:
-        self._queue.put_nowait(_Label(request_id, int(label), time.time() if ts is None else ts))
-
-    # -- writer thread -------------------------------------------------------------------------
-    def _writer(self) -> None:
-        conn = self._connect()
-        last_prune = 0.0
-        stop = False
-        while not stop:
-            batch: list[Any] = []
-            deadline = time.monotonic() + self.flush_interval_s
-            while len(batch) < self.batch_size:
-                try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            if batch:
-                self._commit(conn, batch)
-            if self.retention_s > 0 and time.monotonic() - last_prune > 3600:
-                last_prune = time.monotonic()
-                with conn:
-                    conn.execute("DELETE FROM requests WHERE ts < ?", (time.time() - self.retention_s,))
-        conn.close()
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        try:
-            with conn:
-                for item in batch:
-                    if isinstance(item, _Label):
-                        conn.execute(_LABEL, (item.label, item.ts, item.request_id))
-                    else:
-                        conn.execute(_INSERT, item)
-            self.written += sum(1 for item in batch if not isinstance(item, _Label))
-        except sqlite3.Error:
-            log.exception("store: a batch of %d writes failed", len(batch))
-
-    def close(self) -> None:
-        """Drain everything queued, then stop the writer (a clean shutdown loses nothing)."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout=60)
-
-    # -- reads (from a thread: asyncio.to_thread) ----------------------------------------------
-    def get(self, request_id: str) -> dict[str, Any] | None:
-        with self._connect() as conn:
-            row = conn.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
-        return _row_out(row) if row else None
-
-    def export(self, since: float = 0.0, limit: int = 10_000) -> list[dict[str, Any]]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT * FROM requests WHERE ts >= ? ORDER BY ts, request_id LIMIT ?", (since, limit)
-            ).fetchall()
-        return [_row_out(r) for r in rows]
-
-    def replay(self) -> Iterator[tuple[float, str, list[float], float | None, int | None, float | None]]:
-        """(ts, slice, every choice's P(correct), first P, label, label_ts) of each retained request."""
-        conn = self._connect()
-        try:
-            for ts, key, p_all, p, label, label_ts in conn.execute(
-                "SELECT ts, slice, p_correct_all, p_correct, label, label_ts FROM requests ORDER BY ts, request_id"
-            ):
-                yield ts, key, json.loads(p_all) if p_all else [], p, label, label_ts
-        finally:
-            conn.close()
-
-
-def _encode(value: Any, column: str) -> Any:
-    if column in ("features", "p_correct_all") and value is not None:
+def encode_value(value: Any, column: str) -> Any:
+    """A row value as stored: JSON columns as compact text, bools as 0/1."""
+    if column in JSON_COLUMNS and value is not None:
         return json.dumps(value, separators=(",", ":"))
     if isinstance(value, bool):
         return int(value)
     return value
+
+
+def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored row back to plain values: JSON columns parsed (``scored`` stays 0/1, as stored)."""
+    out = dict(row)
+    for key in JSON_COLUMNS:
+        if isinstance(out.get(key), str | bytes):
+            out[key] = json.loads(out[key]) if out[key] else None
+    return out

@@ -20,12 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from entropy_sentinel.monitor.store import COLUMNS
 from entropy_sentinel.stats.intervals import TAU_SHAPES, TransferSpread, transfer_tau
 
-COLUMNS = (
-    "request_id", "ts", "slice", "route", "model", "status", "scored", "p_correct", "p_correct_all",
-    "features", "tokens", "latency_s", "label", "label_ts", "prompt", "completion",
-)
 REQUIRED_COLUMNS = ("request_id", "ts", "slice", "scored", "p_correct", "label")
 EXPORT_PAGE = 5000
 

@@ -1,0 +1,70 @@
+"""The shared vocabulary at the bottom of the package: what the layers above pass to each other.
+
+Nothing here imports anything of ours; every other package may import it.
+
+* :data:`FeaturesByVariant` — one response's trajectory statistics under every entropy variant.
+* :class:`Scorer` — what turns those statistics into P(correct) (the runtime estimator
+  implements it: :class:`entropy_sentinel.estimator.scorer.ArtifactScorer`).
+* :class:`UnscoredReason` — why a request was relayed without a score.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["FeaturesByVariant", "Scorer", "UnscoredReason"]
+
+#: entropy variant -> statistic name -> value, for one choice of one response
+FeaturesByVariant = Mapping[str, Mapping[str, float]]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores the choices of one response.
+
+    ``__call__`` receives, per choice, the statistics under every entropy variant and returns one
+    P(correct) in [0, 1] per choice, in order. It runs in a worker thread, never on the event loop,
+    and must not keep references to its argument. ``metadata`` describes the estimator (at least
+    ``validation`` when the interval's spread is to come from it); ``check_model`` returns a warning
+    when the upstream serves models the estimator was not fitted on, else None.
+    """
+
+    metadata: Mapping[str, Any]
+
+    def __call__(self, features_by_variant: Sequence[FeaturesByVariant], /) -> list[float]: ...
+
+    def check_model(self, upstream_models: Sequence[str], /) -> str | None: ...
+
+
+class UnscoredReason(enum.StrEnum):
+    """Why a request carries no P(correct). The values are what records and metric labels show."""
+
+    #: refused by the proxy itself (bad slice header or body): counted in metrics, not in slices
+    INVALID_REQUEST = "invalid_request"
+    #: the client went away before the response was complete
+    CLIENT_DISCONNECTED = "client_disconnected"
+    #: sampling (``monitor.sample_rate``) left this request uninstrumented
+    NOT_SAMPLED = "not_sampled"
+    #: the body's logprob fields are not ones the proxy can force safely; relayed untouched
+    LOGPROB_FIELDS_NOT_UNDERSTOOD = "logprob_fields_not_understood"
+    #: the upstream refused forced logprobs; the request was retried as the client sent it
+    UPSTREAM_REFUSED_LOGPROBS = "upstream_refused_logprobs"
+    UPSTREAM_STATUS = "upstream_status"
+    UPSTREAM_BODY_NOT_JSON = "upstream_body_not_json"
+    UPSTREAM_STREAM_ERROR = "upstream_stream_error"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_DISCONNECTED = "upstream_disconnected"
+    UPSTREAM_ERROR = "upstream_error"
+
+    @property
+    def upstream_failure(self) -> bool:
+        """The upstream failed (counted in ``sentinel_upstream_errors{kind}``)."""
+        return self.value.startswith("upstream_")
+
+    @property
+    def counts_as_traffic(self) -> bool:
+        """Whether the request reached the upstream and so counts in its slice's request rate."""
+        return self is not UnscoredReason.INVALID_REQUEST
