@@ -18,8 +18,8 @@ import pytest
 from entropy_sentinel.gateway.sse import DONE, SSEDecoder, parse_event
 from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, detect_dialect, plan_logprobs
 from tests.harness import assert_same
+from tests.paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 VOLATILE = {"id", "created", "system_fingerprint", "timings"}
 EXPECTED_DIALECT = {"llama": "llamacpp", "vllm": "vllm"}
 # llama.cpp's logprobs move by ~1e-4 with the number of candidates asked (float32 sums in another

@@ -27,6 +27,7 @@ from entropy_sentinel.config import ConfigError, LocalUpstreamConfig, load_confi
 from entropy_sentinel.benchmarks.prompts import load_prompts
 from entropy_sentinel.embedded import llama_server
 from tests.harness import RunningProxy, running_proxy, scripted_upstream
+from tests.paths import ROOT
 
 QUESTION = re.compile(r"What is (\d+) plus (\d+)\?")
 PACKAGED_PROMPTS = Path(llama_server.__file__).resolve().parents[1] / "benchmarks" / "prompts.yaml"
@@ -236,7 +237,7 @@ def test_serve_store_flag(tmp_path):
 
 
 def test_collect_study_script_gives_its_proxy_its_own_store():
-    script = (Path(__file__).resolve().parents[1] / "scripts" / "collect_study.sh").read_text()
+    script = (ROOT / "scripts" / "collect_study.sh").read_text()
     serve = next(line for line in script.splitlines() if "entropy-sentinel serve" in line)
     assert '--store "${OUT%.jsonl}.db"' in serve
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT, ArtifactScorer
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PIN = json.loads((ROOT / "tests" / "fixtures" / "builtin_scores.json").read_text())
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 ALERTS = ROOT / "deploy" / "prometheus-alerts.yaml"
 

@@ -39,8 +39,8 @@ from entropy_sentinel.evaluation.study_shift import (
     prompt_shift,
 )
 from entropy_sentinel.evaluation.training import DEFAULT_METHOD
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "data" / "traces" / "gemma-3-270m.jsonl.gz"
 TRUNCATION = ROOT / "data" / "traces" / "truncation-gemma-3-270m.json"
 RESULTS = ROOT / "docs" / "results" / "results.json"

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 
 from entropy_sentinel.config import ConfigError, SentinelConfig, load_config, resolve
+from tests.paths import ROOT
 
-DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "sentinel.yaml"
+DEFAULT = ROOT / "configs" / "sentinel.yaml"
 
 
 def test_documented_default_file_equals_the_built_in_defaults():

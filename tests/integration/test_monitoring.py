@@ -21,7 +21,7 @@ from entropy_sentinel.stats.intervals import transfer_tau
 from entropy_sentinel.report.command import build_report, records_from_db
 from entropy_sentinel.embedded.llama_server import free_port
 from tests.harness import get_json, running_proxy
-from tests.test_report import _chromium, _Dom
+from tests.unit.report.test_report import _chromium, _Dom
 
 pytestmark = pytest.mark.llama
 ADMIN = {"Authorization": "Bearer adm-token"}
