@@ -25,10 +25,11 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from entropy_sentinel.gateway.instrumented import Instrumenter, _StreamRelay  # noqa: E402
-from entropy_sentinel.gateway.wire import ChoiceExtractor, plan_logprobs  # noqa: E402
-from entropy_sentinel.monitor.records import RecentRecords, RequestRecord  # noqa: E402
-from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse  # noqa: E402
+from entropy_sentinel.gateway.instrumented import Instrumenter, _StreamRelay
+from entropy_sentinel.gateway.wire import ChoiceExtractor, plan_logprobs
+from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
+
+from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
 
 TOP = [(f"t{i}", math.log(0.5 / (i + 1))) for i in range(20)]
 

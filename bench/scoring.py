@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from entropy_sentinel.estimator.estimators import ESTIMATORS
-from entropy_sentinel.evaluation.protocol import read_traces
 from entropy_sentinel.estimator.scorer import ArtifactScorer
+from entropy_sentinel.evaluation.protocol import read_traces
 from entropy_sentinel.evaluation.training import train
 
 TRACES = Path(__file__).resolve().parents[1] / "data" / "traces" / "gemma-3-270m.jsonl.gz"

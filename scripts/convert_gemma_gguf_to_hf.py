@@ -79,13 +79,13 @@ def fix_bos(tokenizer) -> int:
         if hasattr(tokenizer, attr):
             try:
                 setattr(tokenizer, attr, True)
-            except Exception:  # noqa: BLE001 - some versions expose read-only properties
+            except Exception:
                 pass
     for attr in ("add_eos_token", "_add_eos_token"):
         if hasattr(tokenizer, attr):
             try:
                 setattr(tokenizer, attr, False)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
     # Setting add_bos_token may have rebuilt the post-processor: set ours again, last.
     tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
@@ -144,7 +144,7 @@ def convert(gguf: Path, out: Path, template: Path | None) -> None:
     if getattr(model, "is_quantized", False):
         try:
             model.is_quantized = False
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     log(f"saving to {tmp}")

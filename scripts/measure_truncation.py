@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from entropy_sentinel.config import SentinelConfig
 from entropy_sentinel.benchmarks.loader import load_benchmark
 from entropy_sentinel.benchmarks.prompts import build_prompt
+from entropy_sentinel.config import SentinelConfig
 from entropy_sentinel.embedded import LocalLlamaServer
 from tqdm import tqdm
 

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from entropy_sentinel.config import LocalUpstreamConfig
 from entropy_sentinel.embedded import LocalLlamaServer
 from entropy_sentinel.embedded.llama_server import free_port, stop_process, wait_until_ready
@@ -59,6 +58,7 @@ COLLECT_BENCHMARKS = {"arith_1d": 16, "arith_2d": 16, "svamp": 16, "mawps": 16}
 async def collected_traces(llama_url, tmp_path_factory):
     """Labelled traces collected now through the proxy from the real llama-server + Gemma."""
     from entropy_sentinel.traces.collect import collect
+
     from tests.harness import running_proxy
 
     out = tmp_path_factory.mktemp("traces") / "traces.jsonl"

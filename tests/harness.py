@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
 from entropy_sentinel.config import load_config
 from entropy_sentinel.gateway.app import RECORDS_KEY, create_app
 from entropy_sentinel.monitor.records import RecentRecords

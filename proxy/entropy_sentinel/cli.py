@@ -35,10 +35,9 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def serve(cfg: SentinelConfig) -> int:
-    from entropy_sentinel.gateway.app import create_app
     from entropy_sentinel.embedded import LocalLlamaServer
-
     from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
+    from entropy_sentinel.gateway.app import create_app
 
     scorer = None
     artifact = resolve_artifact(cfg.estimator.path)
@@ -121,10 +120,9 @@ def train_cmd(args: argparse.Namespace) -> int:
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
+    from entropy_sentinel.estimator.registry import estimator_names
     from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces, run_protocol
     from entropy_sentinel.evaluation.report_eval import write_evaluation
-
-    from entropy_sentinel.estimator.registry import estimator_names
 
     grouped = group_by_benchmark(t for t in read_traces(args.traces) if t.get("label") is not None)
     ks = tuple(int(k) for k in args.ks.split(","))

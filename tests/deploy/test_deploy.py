@@ -8,10 +8,10 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.paths import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"

@@ -13,15 +13,15 @@ import numpy as np
 import openai
 import orjson
 import pytest
-
-from entropy_sentinel.traces.collect import collect
 from entropy_sentinel.config import load_config
 from entropy_sentinel.estimator.artifact import load_artifact
 from entropy_sentinel.estimator.estimators import make_estimator
-from entropy_sentinel.evaluation.protocol import benchmark_data, group_by_benchmark, read_traces, run_protocol
 from entropy_sentinel.estimator.scorer import ArtifactScorer
+from entropy_sentinel.evaluation.protocol import benchmark_data, group_by_benchmark, read_traces, run_protocol
 from entropy_sentinel.evaluation.training import train
 from entropy_sentinel.gateway.app import create_app
+from entropy_sentinel.traces.collect import collect
+
 from tests.conftest import COLLECT_BENCHMARKS
 from tests.harness import running_proxy
 

@@ -15,11 +15,11 @@ import time
 import aiohttp
 import openai
 import pytest
-
-from entropy_sentinel.estimator.scorer import ArtifactScorer
-from entropy_sentinel.stats.intervals import transfer_tau
-from entropy_sentinel.report.command import build_report, records_from_db
 from entropy_sentinel.embedded.llama_server import free_port
+from entropy_sentinel.estimator.scorer import ArtifactScorer
+from entropy_sentinel.report.command import build_report, records_from_db
+from entropy_sentinel.stats.intervals import transfer_tau
+
 from tests.harness import get_json, running_proxy
 from tests.unit.report.test_report import _chromium, _Dom
 

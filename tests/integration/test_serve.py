@@ -13,9 +13,9 @@ import urllib.request
 
 import openai
 import pytest
-
-from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT, ArtifactScorer
 from entropy_sentinel.embedded.llama_server import free_port
+from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT, ArtifactScorer
+
 from tests.harness import get_json
 
 pytestmark = pytest.mark.llama

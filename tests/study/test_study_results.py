@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from entropy_sentinel.estimator.artifact import load_artifact
 from entropy_sentinel.benchmarks.registry import family_of
+from entropy_sentinel.estimator.artifact import load_artifact
 from entropy_sentinel.estimator.estimators import make_estimator
+from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT
 from entropy_sentinel.evaluation.protocol import (
     _evaluate_with,
     benchmark_data,
@@ -27,7 +27,6 @@ from entropy_sentinel.evaluation.protocol import (
     read_traces,
     summarize,
 )
-from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT
 from entropy_sentinel.evaluation.study import StudyConfig, labels_curve, overall, truncation
 from entropy_sentinel.evaluation.study import verdict as study_verdict
 from entropy_sentinel.evaluation.study_report import generated_block, read_rows, render_tables
@@ -39,6 +38,7 @@ from entropy_sentinel.evaluation.study_shift import (
     prompt_shift,
 )
 from entropy_sentinel.evaluation.training import DEFAULT_METHOD
+
 from tests.paths import ROOT
 
 TRACES = ROOT / "data" / "traces" / "gemma-3-270m.jsonl.gz"

@@ -1,8 +1,7 @@
-from pathlib import Path
 
 import pytest
-
 from entropy_sentinel.config import ConfigError, SentinelConfig, load_config, resolve
+
 from tests.paths import ROOT
 
 DEFAULT = ROOT / "configs" / "sentinel.yaml"

@@ -35,8 +35,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from entropy_sentinel.benchmarks.sources import last_boxed
 from entropy_sentinel.benchmarks.loader import Item
+from entropy_sentinel.benchmarks.sources import last_boxed
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def latex_match(gold: str, pred: str) -> bool:
         if not g or not p:
             return False
         return bool(verify(list(g), list(p), timeout_seconds=5 if timeouts else None))
-    except Exception as exc:  # noqa: BLE001 - any failure falls back to the string match
+    except Exception as exc:
         log.debug("math-verify failed on %r vs %r: %s", gold, pred, exc)
         return False
 

@@ -24,7 +24,7 @@ def _rg_namespace(root: Path) -> dict[str, Any]:
     """``format_number``/``is_integer`` from the wheel's ``reasoning_gym/utils.py`` (stdlib only)."""
     ns: dict[str, Any] = {"__name__": "reasoning_gym_utils_snapshot"}
     # Running the package's own code, from its downloaded wheel, is the point here.
-    exec(compile((root / "reasoning_gym/utils.py").read_text(), "reasoning_gym/utils.py", "exec"), ns)  # noqa: S102
+    exec(compile((root / "reasoning_gym/utils.py").read_text(), "reasoning_gym/utils.py", "exec"), ns)
     return {"format_number": ns["format_number"], "is_integer": ns["is_integer"]}
 
 
@@ -35,7 +35,7 @@ def _rg_generators(root: Path) -> dict[int, Any]:
         source = (root / RG_GSM / f"{part}.py").read_text()
         source = source.replace("from reasoning_gym.utils import format_number, is_integer\n", "")
         ns: dict[str, Any] = {"__name__": f"reasoning_gym_{part}", **helpers}
-        exec(compile(source, f"{RG_GSM}/{part}.py", "exec"), ns)  # noqa: S102
+        exec(compile(source, f"{RG_GSM}/{part}.py", "exec"), ns)
         gens.update({int(k.removeprefix("generate_")): v for k, v in ns.items() if k.startswith("generate_")})
     return gens
 
@@ -117,7 +117,7 @@ def _rg_module(root: Path, module: str) -> dict[str, Any]:
     })
     sys.modules[name] = mod  # dataclasses look their module up while the class body runs
     try:
-        exec(compile(source, str(path.relative_to(root)), "exec"), ns)  # noqa: S102
+        exec(compile(source, str(path.relative_to(root)), "exec"), ns)
     finally:
         sys.modules.pop(name, None)
     return ns

@@ -10,8 +10,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-
-
 #: Sign of d P(correct) / d feature where it is known a priori: more entropy (or NLL) anywhere in the
 #: trajectory means less confidence, more top-k mass means a more peaked distribution. Shape
 #: statistics (std, skewness, kurtosis) and length depend on the task, so they stay unconstrained.

@@ -10,16 +10,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-
-
-from entropy_sentinel.estimator.registry import register
-from entropy_sentinel.estimator.base import (  # noqa: F401
+from entropy_sentinel.estimator.base import (
     EXPECTED_DIRECTION,
     ROBUST_FEATURES,
     _FeatureClassifier,
     _signed_log,
     benchmark_weights,
 )
+from entropy_sentinel.estimator.registry import register
 
 
 @register("transfer_logistic")

@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from sklearn.base import clone
 
 from entropy_sentinel.estimator.estimators import make_estimator
 from entropy_sentinel.stats import scores as metrics
-from entropy_sentinel.traces.format import Trace, group_by_benchmark, read_traces, slice_name, trace_features
+from entropy_sentinel.traces.format import Trace, group_by_benchmark, read_traces, trace_features
 
 __all__ = [
     "BenchmarkData",

@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from entropy_sentinel.estimator.base import ROBUST_FEATURES
 from entropy_sentinel.benchmarks.registry import family_of
+from entropy_sentinel.estimator.base import ROBUST_FEATURES
 from entropy_sentinel.estimator.registry import estimator_names, make_estimator
-from entropy_sentinel.stats.scores import spearman
 from entropy_sentinel.evaluation.protocol import BenchmarkData, benchmark_data, run_protocol
 from entropy_sentinel.evaluation.study_shift import (
     HOLDOUTS,
@@ -47,9 +46,10 @@ from entropy_sentinel.evaluation.study_shift import (
     prompt_shift,
 )
 from entropy_sentinel.evaluation.training import DEFAULT_METHOD
-from entropy_sentinel.stats.intervals import Tau, recalibrated
 from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS, entropy_variant
 from entropy_sentinel.signal.features import ENTROPY_FEATURES
+from entropy_sentinel.stats.intervals import Tau, recalibrated
+from entropy_sentinel.stats.scores import spearman
 
 Trace = Mapping[str, Any]
 

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from entropy_sentinel.stats.scores import auroc, spearman
 from entropy_sentinel.evaluation.protocol import BenchmarkData, fit_on
 from entropy_sentinel.stats.intervals import TAU_SHAPES, TransferSpread, label_free, spread_from_errors
+from entropy_sentinel.stats.scores import auroc, spearman
 
 Data = Mapping[str, BenchmarkData]
 #: hold-out regimes: which slices a held-out slice's model may not see

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from entropy_sentinel.estimator.artifact import save_artifact
 from entropy_sentinel.benchmarks.registry import family_of
+from entropy_sentinel.estimator.artifact import save_artifact
 from entropy_sentinel.estimator.estimators import make_estimator
-from entropy_sentinel.stats.scores import auroc, spearman
 from entropy_sentinel.evaluation.protocol import benchmark_data, fit_on, group_by_benchmark, read_traces
 from entropy_sentinel.evaluation.study_shift import holdout_predictions
+from entropy_sentinel.stats.scores import auroc, spearman
 
 #: the estimator `train` fits unless told otherwise (see docs/results.md for the study behind it)
 DEFAULT_METHOD = "monotone_boost"

@@ -18,10 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from entropy_sentinel import __version__
 from entropy_sentinel.gateway.errors import error_response
 from entropy_sentinel.gateway.instrumented import Instrumenter
-from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.hub import Monitor, feedback_payload
-from entropy_sentinel.stats.intervals import spread_of
+from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
+from entropy_sentinel.stats.intervals import spread_of
 
 INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)
 RECORDS_KEY = web.AppKey("records", RecentRecords)
@@ -43,7 +43,8 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     if token and path.startswith("/sentinel/") and path != "/sentinel/healthz":
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return error_response(401, "This admin route needs Authorization: Bearer <admin token>.", code="unauthorized")
+            message = "This admin route needs Authorization: Bearer <admin token>."
+            return error_response(401, message, code="unauthorized")
     return await handler(request)
 
 

@@ -9,7 +9,14 @@ import aiohttp
 from aiohttp import web
 
 from entropy_sentinel.config import SentinelConfig
-from entropy_sentinel.gateway.admin import ADMIN_TOKEN_KEY, INSTRUMENTER_KEY, MONITOR_KEY, RECORDS_KEY, add_routes, admin_auth
+from entropy_sentinel.gateway.admin import (
+    ADMIN_TOKEN_KEY,
+    INSTRUMENTER_KEY,
+    MONITOR_KEY,
+    RECORDS_KEY,
+    add_routes,
+    admin_auth,
+)
 from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
@@ -32,16 +39,19 @@ log = logging.getLogger(__name__)
 async def probe_models(upstream: UpstreamHTTP, timeout_s: float = 10.0) -> object:
     """The upstream's ``GET /v1/models`` answer (None when it has none): its family and models."""
     try:
-        async with upstream.decoded.get(upstream.url("/v1/models"), timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with upstream.decoded.get(upstream.url("/v1/models"), timeout=timeout) as resp:
             return await resp.json(content_type=None) if resp.status == 200 else None
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         log.warning("could not list the upstream's models (%s)", type(exc).__name__)
         return None
 
 
 def model_ids(listing: object) -> list[str]:
     data = listing.get("data") if isinstance(listing, dict) else None
-    return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(data, list) else []
+    if not isinstance(data, list):
+        return []
+    return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
@@ -72,7 +82,10 @@ def warm_up(scorer: Scorer | None) -> None:
 def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
     metadata = getattr(scorer, "metadata", None) or {}
     slices = SliceRegistry(
-        cfg.monitor.max_slices, cfg.monitor.level, transfer_tau(metadata.get("validation"), cfg.monitor.level), cfg.monitor.min_labels
+        cfg.monitor.max_slices,
+        cfg.monitor.level,
+        transfer_tau(metadata.get("validation"), cfg.monitor.level),
+        cfg.monitor.min_labels,
     )
     store: RecordStore | None = None
     if cfg.store.path:

@@ -139,7 +139,9 @@ class Instrumenter:
         headers["Content-Type"] = "application/json"
         return headers
 
-    async def _retry_unforced(self, request: web.Request, plan: LogprobPlan, record: RequestRecord, ids: dict[str, str]) -> web.StreamResponse:
+    async def _retry_unforced(
+        self, request: web.Request, plan: LogprobPlan, record: RequestRecord, ids: dict[str, str]
+    ) -> web.StreamResponse:
         log.info("request_id=%s upstream refused logprobs; retrying unforced, unscored", record.request_id)
         record.unscored_reason = UnscoredReason.UPSTREAM_REFUSED_LOGPROBS
         return await forward(request, self.upstream, plan.original_body, ids)

@@ -42,10 +42,14 @@ def request_headers(headers: CIMultiDictProxy[str], extra_drop: Iterable[str] = 
     """Client headers for the upstream: hop-by-hop and ``X-Sentinel-*`` removed, the rest as-is
     (``Authorization`` included)."""
     drop = HOP_BY_HOP | _connection_listed(headers) | {h.lower() for h in extra_drop}
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop and not k.lower().startswith(SENTINEL_PREFIX))
+    return CIMultiDict(
+        (k, v) for k, v in headers.items() if k.lower() not in drop and not k.lower().startswith(SENTINEL_PREFIX)
+    )
 
 
-def response_headers(headers: CIMultiDictProxy[str], keep_length: bool, drop_encoding: bool = False) -> CIMultiDict[str]:
+def response_headers(
+    headers: CIMultiDictProxy[str], keep_length: bool, drop_encoding: bool = False
+) -> CIMultiDict[str]:
     """Upstream headers for the client. ``Content-Length`` survives only when the bytes do."""
     drop = (HOP_BY_HOP - ({"content-length"} if keep_length else set())) | _connection_listed(headers)
     if drop_encoding:
@@ -62,7 +66,7 @@ class UpstreamHTTP:
         self.base_url = base[:-3] if base.endswith("/v1") else base
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s)
         self._connector = aiohttp.TCPConnector(limit=cfg.max_connections, ttl_dns_cache=300)
-        common = dict(connector=self._connector, connector_owner=False, timeout=timeout, auto_decompress=False)
+        common = {"connector": self._connector, "connector_owner": False, "timeout": timeout, "auto_decompress": False}
         self.raw = aiohttp.ClientSession(**common)
         self.decoded = aiohttp.ClientSession(**{**common, "auto_decompress": True})
 
@@ -82,5 +86,6 @@ def classify_error(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return 502, "upstream_unreachable", "The upstream server could not be reached."
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return 502, "upstream_disconnected", "The upstream server closed the connection before the response was complete."
+        message = "The upstream server closed the connection before the response was complete."
+        return 502, "upstream_disconnected", message
     return 502, "upstream_error", "The upstream server failed to answer."

@@ -39,7 +39,10 @@ class Monitor:
         # keys may be configured in clear or as "sha256:<hex>" so the config need not hold secrets
         self._tenants: dict[str, str] = {}
         for key, tenant in (api_key_tenants or {}).items():
-            digest = key[len("sha256:") :].lower() if key.startswith("sha256:") else hashlib.sha256(key.encode()).hexdigest()
+            if key.startswith("sha256:"):
+                digest = key[len("sha256:") :].lower()
+            else:
+                digest = hashlib.sha256(key.encode()).hexdigest()
             self._tenants[digest] = tenant
 
     # -- request start ---------------------------------------------------------------------------

@@ -65,7 +65,11 @@ class _Flush:
 
 class SQLiteStore:
     def __init__(
-        self, path: str | os.PathLike[str], batch_size: int = 500, flush_interval_s: float = 1.0, retention_days: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        batch_size: int = 500,
+        flush_interval_s: float = 1.0,
+        retention_days: float = 30.0,
     ) -> None:
         self.path = Path(os.path.expanduser(str(path)))
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +175,8 @@ class SQLiteStore:
             for ts, key, p_all, p, label, label_ts in conn.execute(
                 "SELECT ts, slice, p_correct_all, p_correct, label, label_ts FROM requests ORDER BY ts, request_id"
             ):
-                yield ReplayRow(ts, key, decode_row({"p_correct_all": p_all})["p_correct_all"] or [], p, label, label_ts)
+                p_all_decoded = decode_row({"p_correct_all": p_all})["p_correct_all"] or []
+                yield ReplayRow(ts, key, p_all_decoded, p, label, label_ts)
         finally:
             conn.close()
 

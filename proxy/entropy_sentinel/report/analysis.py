@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from entropy_sentinel.stats.intervals import Tau, label_free, observed, spread_of
-from entropy_sentinel.report.data import choice_scores, normalize_record
 from entropy_sentinel.monitor.slices import SliceRegistry
+from entropy_sentinel.report.data import choice_scores, normalize_record
+from entropy_sentinel.stats.intervals import Tau, label_free, observed, spread_of
 
 #: time-series bucket widths to choose from (seconds): the smallest giving at most MAX_BUCKETS buckets
 BUCKET_WIDTHS = (300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.stats.intervals import Tau
 from entropy_sentinel.report.analysis import (
     BUCKET_WIDTHS,
     MAX_BUCKETS,
@@ -44,6 +43,7 @@ from entropy_sentinel.report.data import (
     records_from_proxy,
     tau_from_artifact,
 )
+from entropy_sentinel.stats.intervals import Tau
 
 __all__ = [
     "ACQUIRE_CSV_FIELDS",

@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from entropy_sentinel.benchmarks.loader import Item, load_benchmark
 from entropy_sentinel.benchmarks.graders import grade
+from entropy_sentinel.benchmarks.loader import Item, load_benchmark
 from entropy_sentinel.benchmarks.prompts import build_prompt, load_prompts
 from entropy_sentinel.monitor.slices import _TOKEN, MAX_PAIRS, canonical
 

@@ -16,8 +16,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from entropy_sentinel.benchmarks import sources as src
 from entropy_sentinel.benchmarks import loader as bm
+from entropy_sentinel.benchmarks import sources as src
 from entropy_sentinel.benchmarks.loader import BenchmarkUnavailable, Item, list_benchmarks, load_benchmark
 from entropy_sentinel.benchmarks.prompts import load_prompts
 
@@ -227,7 +227,7 @@ def test_chain_sum_ladder_is_reasoning_gyms_generator(loaded):
             expr = i.question.removeprefix("State the final answer to the following arithmetic problem: ")
             expr = expr.removesuffix(" =")
             assert re.fullmatch(r"\d+( [+-] \d+)+", expr), i.question
-            assert int(i.answer) == eval(expr), (i.item_id, expr, i.answer)  # noqa: S307 - digits and +/- only
+            assert int(i.answer) == eval(expr), (i.item_id, expr, i.answer)
             assert lo_t <= i.meta["terms"] <= hi_t and lo_d <= i.meta["digits"] <= hi_d
     # deterministic: the same seed regenerates the same items
     root = bm.package_root(bm.REASONING_GYM, bm.default_cache_dir())

@@ -10,7 +10,6 @@ import threading
 
 import pytest
 from aiohttp import web
-from entropy_sentinel.benchmarks.loader import Item, load_benchmark
 from entropy_sentinel.benchmarks.graders import (
     JUDGE_SYSTEM,
     Grade,
@@ -21,6 +20,7 @@ from entropy_sentinel.benchmarks.graders import (
     latex_match,
     numbers_match,
 )
+from entropy_sentinel.benchmarks.loader import Item, load_benchmark
 from entropy_sentinel.benchmarks.prompts import build_prompt
 
 pytestmark = pytest.mark.timeout(900)  # the first run may download the benchmarks

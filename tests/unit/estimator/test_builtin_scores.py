@@ -9,11 +9,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
-
 from entropy_sentinel.estimator.scorer import BUILTIN_ARTIFACT, ArtifactScorer
+
 from tests.paths import ROOT
 
 PIN = json.loads((ROOT / "tests" / "fixtures" / "builtin_scores.json").read_text())

@@ -3,9 +3,6 @@
 import numpy as np
 import pytest
 import skops.io as sio
-from sklearn.base import clone
-from sklearn.linear_model import LogisticRegression
-
 from entropy_sentinel.estimator.artifact import (
     ArtifactError,
     UntrustedArtifactError,
@@ -22,8 +19,10 @@ from entropy_sentinel.estimator.estimators import (
     feature_matrix,
     make_estimator,
 )
-from entropy_sentinel.stats.scores import auroc
 from entropy_sentinel.signal.features import FEATURE_NAMES
+from entropy_sentinel.stats.scores import auroc
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
 
 FEATURES = (*FEATURE_NAMES, "topk_mass_mean")
 FAST = {"paper_forest": {"n_estimators": 10}}  # keep the grid's 21 forest fits cheap

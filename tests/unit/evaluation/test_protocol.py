@@ -6,8 +6,6 @@ from itertools import combinations
 
 import numpy as np
 import pytest
-from sklearn.base import BaseEstimator, ClassifierMixin
-
 from entropy_sentinel.estimator.estimators import ATC, LogisticEstimator, TransferLogistic
 from entropy_sentinel.evaluation.protocol import (
     group_by_benchmark,
@@ -18,6 +16,7 @@ from entropy_sentinel.evaluation.protocol import (
 )
 from entropy_sentinel.evaluation.report_eval import write_evaluation
 from entropy_sentinel.signal.features import FEATURE_NAMES
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 ACCURACY = {"arc": 0.8, "gsm8k": 0.35, "math": 0.2, "mmlu": 0.65, "truthfulqa": 0.5}
 N_PER_BENCHMARK = 60

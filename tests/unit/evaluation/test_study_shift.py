@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from entropy_sentinel.benchmarks import registry as benchmark_registry
-from entropy_sentinel.evaluation.protocol import BenchmarkData, fit_on, group_by_benchmark, slice_name
+from entropy_sentinel.evaluation.protocol import BenchmarkData, fit_on
 from entropy_sentinel.evaluation.study_shift import (
     bootstrap_verdict,
     holdout_estimates,
@@ -21,6 +21,7 @@ from entropy_sentinel.evaluation.study_shift import (
     nested_selection,
     prompt_shift,
 )
+from entropy_sentinel.monitor.slices import SliceRegistry
 from entropy_sentinel.stats.intervals import (
     TAU_SHAPES,
     TransferSpread,
@@ -30,7 +31,7 @@ from entropy_sentinel.stats.intervals import (
     transfer_tau,
     z_value,
 )
-from entropy_sentinel.monitor.slices import SliceRegistry
+from entropy_sentinel.traces.format import group_by_benchmark, slice_name
 from sklearn.base import BaseEstimator
 
 

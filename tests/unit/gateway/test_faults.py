@@ -140,12 +140,11 @@ async def test_client_disconnect_cancels_the_upstream_request():
         return resp
 
     async with scripted_upstream(endless) as up, running_proxy(up.url, dialect="openai") as proxy:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(
-                proxy.url + "/chat/completions",
-                json={"model": "m", "messages": [{"role": "user", "content": "go"}], "stream": True},
-            ) as resp:
-                await resp.content.readline()
+        async with aiohttp.ClientSession() as session, session.post(
+            proxy.url + "/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "go"}], "stream": True},
+        ) as resp:
+            await resp.content.readline()
             # leaving the block closes the connection mid-stream
         await asyncio.wait_for(up.cancelled.wait(), timeout=5)
         await asyncio.sleep(0.1)

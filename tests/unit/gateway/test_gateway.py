@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import aiohttp
-import pytest
 import orjson
+import pytest
 from aiohttp import web
 
 from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from entropy_sentinel.gateway.sse import DONE, SSEDecoder, parse_event
 from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, detect_dialect, plan_logprobs
+
 from tests.harness import assert_same
 from tests.paths import FIXTURES
 

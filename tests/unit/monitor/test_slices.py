@@ -5,10 +5,9 @@ import sqlite3
 import time
 
 import pytest
-
-from entropy_sentinel.stats.intervals import label_free, observed, recalibrated, transfer_rms, z_value
 from entropy_sentinel.monitor.slices import OTHER, SliceError, SliceRegistry, canonical, parse_slice
 from entropy_sentinel.monitor.sqlite_store import SQLiteStore
+from entropy_sentinel.stats.intervals import label_free, observed, recalibrated, transfer_rms, z_value
 
 
 def test_slice_header_parses_and_canonicalizes():

@@ -25,7 +25,6 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from entropy_sentinel.stats.intervals import TransferSpread
 from entropy_sentinel.report.command import (
     ReportError,
     bucket_width,
@@ -35,6 +34,7 @@ from entropy_sentinel.report.command import (
     records_from_db,
     records_from_proxy,
 )
+from entropy_sentinel.stats.intervals import TransferSpread
 
 SCHEMA = """
 CREATE TABLE requests (

@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
 from entropy_sentinel.signal import Trajectory, token_signals, trajectory_features
 from entropy_sentinel.signal.entropy import entropy_variant
 from entropy_sentinel.signal.features import entropy_statistics, nll_baselines

@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
 from entropy_sentinel.stats.scores import aee, auroc, average_ranks, ece, reliability_bins, spearman
 
 

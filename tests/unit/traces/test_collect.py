@@ -20,12 +20,12 @@ import orjson
 import pytest
 import yaml
 from aiohttp import web
-
 from entropy_sentinel import cli
-from entropy_sentinel.traces.collect import CollectError, collect, parse_slice, summarize
-from entropy_sentinel.config import ConfigError, LocalUpstreamConfig, load_config
 from entropy_sentinel.benchmarks.prompts import load_prompts
+from entropy_sentinel.config import ConfigError, LocalUpstreamConfig, load_config
 from entropy_sentinel.embedded import llama_server
+from entropy_sentinel.traces.collect import CollectError, collect, parse_slice, summarize
+
 from tests.harness import RunningProxy, running_proxy, scripted_upstream
 from tests.paths import ROOT
 
@@ -78,10 +78,9 @@ def rows_of(path: Path) -> list[dict]:
 
 
 async def slices_of(proxy: RunningProxy) -> dict[str, dict]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(proxy.root + "/sentinel/v1/slices") as resp:
-            assert resp.status == 200
-            return {s["slice"]: s for s in (await resp.json())["slices"]}
+    async with aiohttp.ClientSession() as session, session.get(proxy.root + "/sentinel/v1/slices") as resp:
+        assert resp.status == 200
+        return {s["slice"]: s for s in (await resp.json())["slices"]}
 
 
 async def test_collect_tags_the_proxy_slice_and_rows_carry_p_correct_and_prompts(tmp_path):
