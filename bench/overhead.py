@@ -76,17 +76,20 @@ async def bench_end_to_end(tokens: int, runs: int, gap_ms: float) -> dict[str, f
     body = {"model": "m", "messages": [{"role": "user", "content": "go"}], "stream": True,
             "logprobs": True, "top_logprobs": 20}
     results: dict[str, list[tuple[float, float]]] = {"direct": [], "proxy": []}
-    async with scripted_upstream(instant) as up, running_proxy(up.url, dialect="openai") as proxy:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(runs):
-                for name, url in (("direct", up.url + "/v1"), ("proxy", proxy.url)):
-                    t0 = time.perf_counter()
-                    ttft = None
-                    async with session.post(url + "/chat/completions", json=body) as resp:
-                        async for _line in resp.content:
-                            if ttft is None:
-                                ttft = time.perf_counter() - t0
-                    results[name].append((ttft or 0.0, time.perf_counter() - t0))
+    async with (
+        scripted_upstream(instant) as up,
+        running_proxy(up.url, dialect="openai") as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        for _ in range(runs):
+            for name, url in (("direct", up.url + "/v1"), ("proxy", proxy.url)):
+                t0 = time.perf_counter()
+                ttft = None
+                async with session.post(url + "/chat/completions", json=body) as resp:
+                    async for _line in resp.content:
+                        if ttft is None:
+                            ttft = time.perf_counter() - t0
+                results[name].append((ttft or 0.0, time.perf_counter() - t0))
     out = {}
     for name, rows in results.items():
         out[f"{name}_ttft_ms"] = statistics.median(r[0] for r in rows) * 1e3

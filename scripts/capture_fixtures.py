@@ -50,7 +50,8 @@ def post(url: str, body: dict) -> dict:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=300) as resp:
-            return {"status": resp.status, "content_type": resp.headers.get("Content-Type"), "body": resp.read().decode()}
+            content_type = resp.headers.get("Content-Type")
+            return {"status": resp.status, "content_type": content_type, "body": resp.read().decode()}
     except urllib.error.HTTPError as err:
         return {"status": err.code, "content_type": err.headers.get("Content-Type"), "body": err.read().decode()}
 

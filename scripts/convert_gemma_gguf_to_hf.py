@@ -5,7 +5,7 @@ Run with the vLLM venv's Python (it needs torch, transformers, gguf):
 
     python scripts/convert_gemma_gguf_to_hf.py --gguf PATH.gguf --out DIR [--chat-template FILE]
 
-What it does (DESIGN.md section 5):
+What it does (docs/architecture.md, "Real upstreams"):
   * transformers ``from_pretrained(dir, gguf_file=name)`` for the model (dequantized, float32)
     and the tokenizer;
   * drops ``config.quantization_config`` (the GGUF loader sets it; vLLM would then look for a
@@ -22,6 +22,7 @@ The marker is written last, so an interrupted run is redone from scratch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -77,16 +78,12 @@ def fix_bos(tokenizer) -> int:
     # Keep the slow-tokenizer style flags coherent with the post-processor, where they exist.
     for attr in ("add_bos_token", "_add_bos_token"):
         if hasattr(tokenizer, attr):
-            try:
+            with contextlib.suppress(Exception):
                 setattr(tokenizer, attr, True)
-            except Exception:
-                pass
     for attr in ("add_eos_token", "_add_eos_token"):
         if hasattr(tokenizer, attr):
-            try:
+            with contextlib.suppress(Exception):
                 setattr(tokenizer, attr, False)
-            except Exception:
-                pass
     # Setting add_bos_token may have rebuilt the post-processor: set ours again, last.
     tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{bos}:0 $A:0",
@@ -142,10 +139,8 @@ def convert(gguf: Path, out: Path, template: Path | None) -> None:
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     if getattr(model, "is_quantized", False):
-        try:
+        with contextlib.suppress(Exception):
             model.is_quantized = False
-        except Exception:
-            pass
 
     log(f"saving to {tmp}")
     model.save_pretrained(str(tmp), safe_serialization=True)
@@ -165,7 +160,10 @@ def convert(gguf: Path, out: Path, template: Path | None) -> None:
         raise SystemExit(f"saved tokenizer does not prepend <bos>: {ids}")
     if template is not None and not tok2.chat_template:
         raise SystemExit("saved tokenizer lost its chat template")
-    log(f"reloaded tokenizer ok: 'Hello world' -> {ids}; architectures={cfg_json.get('architectures')}, model_type={cfg_json.get('model_type')}")
+    log(
+        f"reloaded tokenizer ok: 'Hello world' -> {ids}; architectures={cfg_json.get('architectures')}, "
+        f"model_type={cfg_json.get('model_type')}"
+    )
 
     if out.exists():
         shutil.rmtree(out)

@@ -30,7 +30,10 @@ from entropy_sentinel.config import SentinelConfig
 from entropy_sentinel.embedded import LocalLlamaServer
 from tqdm import tqdm
 
-SLICES = ["arith_1d", "arith_2d", "arith_3d", "arith_4d", "svamp", "mawps", "asdiv_a", "gsm8k", "gsm_symbolic", "math_l1", "math_l2", "arc_easy", "sciq", "mmlu_stem"]
+SLICES = [
+    "arith_1d", "arith_2d", "arith_3d", "arith_4d", "svamp", "mawps", "asdiv_a", "gsm8k", "gsm_symbolic", "math_l1",
+    "math_l2", "arc_easy", "sciq", "mmlu_stem",
+]
 
 
 def token_rows(content: list[dict], k: int = 20) -> list[list[float]]:
@@ -54,7 +57,9 @@ def measure(url: str, per_slice: int, candidates: int, slices: list[str]) -> lis
     for name, item in tqdm(items, desc="near-full logprobs", unit="response", file=sys.stderr):
         prompt, extras = build_prompt(item, "completion")
         body = {"prompt": prompt, "temperature": 0, "logprobs": candidates, **extras}
-        req = urllib.request.Request(url + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=600) as resp:
             choice = orjson.loads(resp.read())["choices"][0]
         content = (choice.get("logprobs") or {}).get("content") or []

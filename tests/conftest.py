@@ -35,19 +35,18 @@ def vllm_url():
         yield os.environ["SENTINEL_TEST_VLLM_URL"]
         return
     port = free_port()
-    log = open(Path(os.path.expanduser("~/.cache/entropy-sentinel")) / "vllm-test.log", "ab")
     template = ROOT / "proxy" / "entropy_sentinel" / "embedded" / "gemma_chat_template.jinja"
-    proc = subprocess.Popen(
-        ["bash", str(ROOT / "scripts" / "start_vllm.sh"), str(port), "--chat-template", str(template)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}/v1/models", proc, 600, "vLLM")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc, grace_s=30)
-        log.close()
+    with open(Path(os.path.expanduser("~/.cache/entropy-sentinel")) / "vllm-test.log", "ab") as log:
+        proc = subprocess.Popen(
+            ["bash", str(ROOT / "scripts" / "start_vllm.sh"), str(port), "--chat-template", str(template)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_ready(f"http://127.0.0.1:{port}/v1/models", proc, 600, "vLLM")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process(proc, grace_s=30)
 
 
 # small, quick, and spread in difficulty for a 270M base model

@@ -154,17 +154,20 @@ class RecordingRelay:
         with contextlib.suppress(ValueError):
             self.bodies.append(orjson.loads(body) if body else None)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.request(request.method, self.target + request.raw_path, data=body, headers=headers) as up:
-                resp = web.StreamResponse(
-                    status=up.status,
-                    headers={k: v for k, v in up.headers.items() if k.lower() not in ("content-length", "transfer-encoding")},
-                )
-                await resp.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
-                await resp.write_eof()
-                return resp
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(request.method, self.target + request.raw_path, data=body, headers=headers) as up,
+        ):
+            drop = ("content-length", "transfer-encoding")
+            resp = web.StreamResponse(
+                status=up.status,
+                headers={k: v for k, v in up.headers.items() if k.lower() not in drop},
+            )
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
 
 
 @contextlib.asynccontextmanager
@@ -193,7 +196,7 @@ def assert_same(got: Any, want: Any, tol: float, path: str = "$") -> None:
             assert_same(got[key], want[key], tol, f"{path}.{key}")
     elif isinstance(want, list) and isinstance(got, list):
         assert len(got) == len(want), f"{path}: {len(got)} items != {len(want)}"
-        for i, (g, w) in enumerate(zip(got, want)):
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
             assert_same(g, w, tol, f"{path}[{i}]")
     else:
         assert got == want, f"{path}: {got!r} != {want!r}"

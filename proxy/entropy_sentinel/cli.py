@@ -250,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--proxy", help="running proxy base URL")
     source.add_argument("--db", help="the proxy's SQLite store")
     p.add_argument("--out", required=True)
-    p.add_argument("--token", default=os.environ.get("SENTINEL_ADMIN_TOKEN"), help="admin token (env SENTINEL_ADMIN_TOKEN)")
+    p.add_argument(
+        "--token", default=os.environ.get("SENTINEL_ADMIN_TOKEN"), help="admin token (env SENTINEL_ADMIN_TOKEN)"
+    )
     p.add_argument("--since", help="unix seconds, ISO time, or an age (24h, 7d)")
     p.add_argument("--tau", type=float, help="estimator transfer error for the intervals (default: the proxy's)")
     p.add_argument("--estimator", help="artifact whose validation gives tau")

@@ -245,7 +245,9 @@ def test_promtool_checks_and_unit_tests_the_rules(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian: apt-get install -y --no-install-recommends prometheus)")
-    check = subprocess.run([promtool, "check", "rules", str(ALERTS)], check=False, capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [promtool, "check", "rules", str(ALERTS)], check=False, capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     # promtool compares annotations too; `check rules` above parsed their templates, the unit tests
     # below are about when each alert fires and with which labels, so they run on a copy without them
@@ -257,5 +259,7 @@ def test_promtool_checks_and_unit_tests_the_rules(tmp_path):
     bare.write_text(yaml.safe_dump(doc, sort_keys=False))
     spec = tmp_path / "alerts_test.yaml"
     spec.write_text(PROMTOOL_TESTS.format(rules=json.dumps(str(bare))))
-    run = subprocess.run([promtool, "test", "rules", str(spec)], check=False, capture_output=True, text=True, timeout=100)
+    run = subprocess.run(
+        [promtool, "test", "rules", str(spec)], check=False, capture_output=True, text=True, timeout=100
+    )
     assert run.returncode == 0, run.stdout + run.stderr

@@ -1,7 +1,7 @@
 """Differential tests through the real ``openai`` client against real servers.
 
-At temperature 0 (a fixed seed where n > 1) the proxied response must equal the direct one (ids and timings aside) for every
-combination the client can ask, while the upstream demonstrably received top-20 logprobs.
+At temperature 0 (a fixed seed where n > 1) the proxied response must equal the direct one (ids and timings aside)
+for every combination the client can ask, while the upstream demonstrably received top-20 logprobs.
 """
 
 from __future__ import annotations
@@ -80,9 +80,11 @@ async def _differential(
             assert sent["logprobs"] == 20
         # ...and really answered with 20 candidates per token
         rid = headers["X-Sentinel-Request-Id"]
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{proxy.root}/sentinel/v1/requests/{rid}") as resp:
-                record = await resp.json()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{proxy.root}/sentinel/v1/requests/{rid}") as resp,
+        ):
+            record = await resp.json()
         assert record["scored"] is True
         expected_choices = fields.get("n", 1)
         assert len(record["choices"]) == expected_choices
@@ -100,7 +102,8 @@ async def test_llama_server(llama_url, endpoint, stream, variant):
     # cache_prompt=false: llama.cpp's prompt cache changes batch shapes, hence the last bits of logits.
     # llama.cpp's first-token logprobs depend slightly on how many candidates were asked for
     # (-2.5529613 with top-3, -2.5529332 with top-20, reproducibly): forcing 20 moves a client's
-    # logprob values by up to ~1e-4 (float32 sums over the vocabulary in another order), so floats compare within 1e-3; everything else must be identical.
+    # logprob values by up to ~1e-4 (float32 sums over the vocabulary in another order), so floats compare within
+    # 1e-3; everything else must be identical.
     await _differential(llama_url, endpoint, stream, variant, {"cache_prompt": False}, logprob_tol=1e-3)
 
 

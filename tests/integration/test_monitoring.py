@@ -4,6 +4,7 @@ a killed-and-restarted proxy keeps every flushed record."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -55,8 +56,13 @@ async def test_tagged_traffic_metrics_slices_store_and_feedback_agree(llama_url,
         acme = openai.AsyncOpenAI(base_url=proxy.url, api_key="sk-acme", max_retries=0)
         other = openai.AsyncOpenAI(base_url=proxy.url, api_key="sk-other", max_retries=0)
         # the configured key -> tenant map wins over the tenant the client claims
-        algebra = [await ask(acme, "tenant=evil,domain=algebra", f"Question: What is {i} plus {i}?\nAnswer:") for i in range(4)]
-        geometry = [await ask(other, "domain=geometry", f"Question: How many sides has a shape number {i}?\nAnswer:") for i in range(3)]
+        algebra = [
+            await ask(acme, "tenant=evil,domain=algebra", f"Question: What is {i} plus {i}?\nAnswer:") for i in range(4)
+        ]
+        geometry = [
+            await ask(other, "domain=geometry", f"Question: How many sides has a shape number {i}?\nAnswer:")
+            for i in range(3)
+        ]
         overflow = [await ask(other, f"x={i}", "Question: What is 1 plus 1?\nAnswer:") for i in range(3)]
 
         for hostile in ("tenant=<script>alert(1)</script>", "a=1,b=2,c=3,d=4,e=5", "tenant=evil value"):
@@ -77,20 +83,20 @@ async def test_tagged_traffic_metrics_slices_store_and_feedback_agree(llama_url,
             for key, sent in ((ALGEBRA, algebra), ("domain=geometry", geometry), ("other", overflow[1:])):
                 ps = [p for _, p in sent]
                 assert metric(text, "sentinel_scored_total", slice=key) == len(sent)
-                assert metric(text, "sentinel_requests_total", slice=key, status="200", route="completions") == len(sent)
+                n_requests = metric(text, "sentinel_requests_total", slice=key, status="200", route="completions")
+                assert n_requests == len(sent)
                 assert metric(text, "sentinel_p_correct_sum", slice=key) == pytest.approx(sum(ps), abs=1e-3)
                 life = slices[key]["windows"]["lifetime"]
                 assert life["n_scored"] == len(sent) and life["estimate"] == pytest.approx(sum(ps) / len(ps), abs=1e-4)
                 assert life["lower"] <= life["estimate"] <= life["upper"]
-                assert metric(text, "sentinel_estimated_accuracy", slice=key, window="1h", bound="estimate") == pytest.approx(
-                    life["estimate"]
-                )
+                estimate = metric(text, "sentinel_estimated_accuracy", slice=key, window="1h", bound="estimate")
+                assert estimate == pytest.approx(life["estimate"])
             assert "script" not in text and "evil" not in text and "e=5" not in text
             # refused requests are counted, under no slice, and never reached the slice counters
             assert metric(text, "sentinel_requests_total", slice="", status="400", route="completions") == 3
 
             # feedback: labels change observed accuracy and, past min_labels, recalibrate
-            for (rid, _), correct in zip(algebra, (True, True, True, False)):
+            for (rid, _), correct in zip(algebra, (True, True, True, False), strict=True):
                 async with session.post(proxy.root + "/sentinel/v1/feedback", headers=ADMIN,
                                         json={"request_id": rid, "correct": correct}) as resp:
                     assert resp.status == 200
@@ -124,7 +130,8 @@ async def test_tagged_traffic_metrics_slices_store_and_feedback_agree(llama_url,
     browser = _chromium()
     if browser is None:
         pytest.skip("no chromium binary on PATH (scripts/system_deps.sh installs it)")
-    dom = subprocess.run(
+    dom = await asyncio.to_thread(
+        subprocess.run,
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",

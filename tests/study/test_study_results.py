@@ -184,7 +184,8 @@ def test_shipped_interval_coverage_and_labels_curve_recompute(results, grouped):
     shipped = cov[cfg.tau_shape]
     noise = 2 * math.sqrt(0.9 * 0.1 / len(shipped["per_slice"]))
     assert shipped["subslices"] >= cfg.level - noise, shipped["per_slice"]
-    assert results["lobo"]["estimates"][cfg.default] == pytest.approx({b: float(p.mean()) for b, p in preds.items()}, abs=TOL)
+    means = {b: float(p.mean()) for b, p in preds.items()}
+    assert results["lobo"]["estimates"][cfg.default] == pytest.approx(means, abs=TOL)
     curve = labels_curve(benchmark_data(grouped, (), cfg.variant), preds, taus[cfg.tau_shape], cfg)
     for mine, committed in zip(curve["curve"], results["labels"]["curve"], strict=True):
         assert mine["labels"] == committed["labels"]

@@ -4,9 +4,10 @@ A pickle runs arbitrary code on load, and an estimator file is exactly the kind 
 downloaded and passed to a proxy. skops stores an object graph instead, and reports which types a
 file would instantiate before it does; :func:`load_artifact` loads a file only when every type
 skops does not already trust is in :func:`allowed_types` (scikit-learn internals our estimators
-hold, and every estimator class registered in :mod:`entropy_sentinel.estimator.registry`), and refuses anything else naming the offending types. The
-loaded object must then be one of our estimator classes (a bare scikit-learn model, though skops
-trusts it, is refused too: the scorer relies on the ``features`` column contract).
+hold, and every estimator class registered in :mod:`entropy_sentinel.estimator.registry`), and
+refuses anything else naming the offending types. The loaded object must then be one of our
+estimator classes (a bare scikit-learn model, though skops trusts it, is refused too: the scorer
+relies on the ``features`` column contract).
 
 File content: a dict ``{"format", "format_version", "metadata_json", "estimator"}``; metadata
 travels as a JSON string so it holds only plain JSON values.
@@ -20,7 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SKLEARN_INTERNALS", "ArtifactError", "UntrustedArtifactError", "allowed_types", "load_artifact", "save_artifact"]
+__all__ = [
+    "SKLEARN_INTERNALS",
+    "ArtifactError",
+    "UntrustedArtifactError",
+    "allowed_types",
+    "load_artifact",
+    "save_artifact",
+]
 
 FORMAT = "entropy-sentinel-estimator"
 FORMAT_VERSION = 1

@@ -186,7 +186,9 @@ def _first_staying_below(curve: Sequence[Mapping[str, Any]], key: str, target: f
     return None
 
 
-def diversity(rows: Sequence[Mapping[str, Any]], accuracy: Mapping[str, float], estimator: str, k: int) -> list[dict[str, Any]]:
+def diversity(
+    rows: Sequence[Mapping[str, Any]], accuracy: Mapping[str, float], estimator: str, k: int
+) -> list[dict[str, Any]]:
     """Median AEE of ``estimator`` at ``k`` by the accuracy range its training benchmarks span."""
     rs = [r for r in rows if r["estimator"] == estimator and r["k"] == k]
     spans = {r["train"]: np.ptp([accuracy[b] for b in r["train"].split("+")]) for r in rs}
@@ -242,7 +244,9 @@ def truncation(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _split_prompts(grouped: Mapping[str, Sequence[Trace]]) -> tuple[dict[str, Sequence[Trace]], dict[str, Sequence[Trace]]]:
+def _split_prompts(
+    grouped: Mapping[str, Sequence[Trace]],
+) -> tuple[dict[str, Sequence[Trace]], dict[str, Sequence[Trace]]]:
     """(slices asked with the packaged prompts, slices asked with another prompt set: ``name@set``)."""
     main = {b: v for b, v in grouped.items() if "@" not in b}
     return main, {b: v for b, v in grouped.items() if "@" in b}
@@ -291,7 +295,9 @@ def run_study(
     preds, taus = shipped["_preds"], shipped["_taus"][cfg.tau_shape]
     for c in coverage.values():
         c.pop("_preds"), c.pop("_taus")
-    lobo_rows = {name: {b: v["estimate"] for b, v in holdouts["slice"][name]["per_slice"].items()} for name in templates}
+    lobo_rows = {
+        name: {b: v["estimate"] for b, v in holdouts["slice"][name]["per_slice"].items()} for name in templates
+    }
     say("study: ablations", flush=True)
     ablation = {"ks": cfg.ks, "max_combinations": cfg.ablation_max_combinations, "seed": cfg.seed}
     variants = {}
@@ -314,12 +320,19 @@ def run_study(
     }
     alt_data = benchmark_data(alt_grouped, default.features, cfg.variant) if alt_grouped else {}
     shift = prompt_shift(default, data, alt_data)
-    summary = [{k: (_r(v) if isinstance(v, float) else v) for k, v in s.items() if k != "mean_fit_seconds"} for s in main.summary]
+    summary = [
+        {k: (_r(v) if isinstance(v, float) else v) for k, v in s.items() if k != "mean_fit_seconds"}
+        for s in main.summary
+    ]
     results = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("feature_sets", "candidates")},
-        "candidates": {n: {"estimator": reg, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
-                       for n, (reg, params) in cfg.candidates.items()},
-        "slices": {b: {"n": int(d.y.size), "accuracy": _r(d.y.mean()), "family": family_of(b)} for b, d in data.items()},
+        "candidates": {
+            n: {"estimator": reg, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+            for n, (reg, params) in cfg.candidates.items()
+        },
+        "slices": {
+            b: {"n": int(d.y.size), "accuracy": _r(d.y.mean()), "family": family_of(b)} for b, d in data.items()
+        },
         "summary": summary,
         "overall": overall(main.rows),
         "lobo": {"true": {b: _r(a) for b, a in accuracy.items()}, "estimates": lobo_rows},
@@ -328,7 +341,11 @@ def run_study(
         "labels": labels_curve(data, preds, taus, cfg),
         "variants": variants,
         "features": features,
-        "diversity": {"estimator": cfg.default, "k": max(cfg.ks), "bins": diversity(main.rows, accuracy, cfg.default, max(cfg.ks))},
+        "diversity": {
+            "estimator": cfg.default,
+            "k": max(cfg.ks),
+            "bins": diversity(main.rows, accuracy, cfg.default, max(cfg.ks)),
+        },
         "nested": nested,
         "bootstrap": boot,
         "prompt_shift": shift,

@@ -43,7 +43,11 @@ def render_tables(res: Mapping[str, Any]) -> str:
     out.append(
         _md_table(
             ["estimator", "compositions", "median AEE", "mean AEE", "p90 AEE", "median ρ"],
-            [[n, str(o["compositions"]), _f(o["median_aee"]), _f(o["mean_aee"]), _f(o["p90_aee"]), _f(o["median_spearman"])] for n, o in res["overall"].items()],
+            [
+                [n, str(o["compositions"]), _f(o["median_aee"]), _f(o["mean_aee"]), _f(o["p90_aee"]),
+                 _f(o["median_spearman"])]
+                for n, o in res["overall"].items()
+            ],
         )
     )
     out += ["", "### By k", ""]
@@ -51,7 +55,8 @@ def render_tables(res: Mapping[str, Any]) -> str:
         _md_table(
             ["estimator", "k", "compositions", "median AEE (IQR)", "mean AEE", "median ρ", "mean AUROC", "pooled ECE"],
             [
-                [s["estimator"], str(s["k"]), str(s["n_compositions"]), f"{_f(s['median_aee'])} ({_f(s['aee_q25'])}–{_f(s['aee_q75'])})",
+                [s["estimator"], str(s["k"]), str(s["n_compositions"]),
+                 f"{_f(s['median_aee'])} ({_f(s['aee_q25'])}–{_f(s['aee_q75'])})",
                  _f(s["mean_aee"]), _f(s["median_spearman"]), _f(s["mean_auroc"]), _f(s["mean_ece"])]
                 for s in res["summary"]
             ],
@@ -67,17 +72,28 @@ def render_tables(res: Mapping[str, Any]) -> str:
         _md_table(
             ["labels", "recalibrated (shrunk), median AEE", "worst slice", "plain PPI, median", "worst slice",
              "labels alone, median", "interval coverage"],
-            [[str(c["labels"]), _f(c["median_aee"]), _f(c["max_aee"]), _f(c["plain_ppi_median_aee"]), _f(c["plain_ppi_max_aee"]),
-              _f(c["labels_only_median_aee"]), _f(c["interval_coverage"])] for c in lab["curve"]],
+            [[str(c["labels"]), _f(c["median_aee"]), _f(c["max_aee"]), _f(c["plain_ppi_median_aee"]),
+              _f(c["plain_ppi_max_aee"]), _f(c["labels_only_median_aee"]), _f(c["interval_coverage"])]
+             for c in lab["curve"]],
         )
     )
-    out += ["", f"Labels to reach the target: {_f(lab['labels_for_median_slice'])} for the median slice, {_f(lab['labels_for_every_slice'])} for every slice."]
-    for title, key in (("Entropy variants (default estimator)", "variants"), ("Feature sets (default estimator)", "features")):
+    out += [
+        "",
+        f"Labels to reach the target: {_f(lab['labels_for_median_slice'])} for the median slice, "
+        f"{_f(lab['labels_for_every_slice'])} for every slice.",
+    ]
+    for title, key in (
+        ("Entropy variants (default estimator)", "variants"),
+        ("Feature sets (default estimator)", "features"),
+    ):
         out += ["", f"### {title}", ""]
         out.append(
             _md_table(
                 ["", "compositions", "median AEE", "mean AEE", "median ρ"],
-                [[n, str(o["compositions"]), _f(o["median_aee"]), _f(o["mean_aee"]), _f(o["median_spearman"])] for n, o in res[key].items()],
+                [
+                    [n, str(o["compositions"]), _f(o["median_aee"]), _f(o["mean_aee"]), _f(o["median_spearman"])]
+                    for n, o in res[key].items()
+                ],
             )
         )
     div = res["diversity"]
@@ -85,19 +101,37 @@ def render_tables(res: Mapping[str, Any]) -> str:
     out.append(
         _md_table(
             ["accuracy range of the training slices", "held-out rows", "median AEE", "median ρ"],
-            [[f"{_f(b['span_from'])}–{_f(b['span_to'])}", str(b["heldout_rows"]), _f(b["median_aee"]), _f(b["median_spearman"])] for b in div["bins"]],
+            [
+                [f"{_f(b['span_from'])}–{_f(b['span_to'])}", str(b["heldout_rows"]), _f(b["median_aee"]),
+                 _f(b["median_spearman"])]
+                for b in div["bins"]
+            ],
         )
     )
     tr = res.get("truncation")
     if tr:
-        out += ["", f"### Top-20 truncation against the top-{tr['candidates']:,} distribution ({tr['responses']} responses, {tr['tokens']} tokens)", ""]
+        out += [
+            "",
+            f"### Top-20 truncation against the top-{tr['candidates']:,} distribution "
+            f"({tr['responses']} responses, {tr['tokens']} tokens)",
+            "",
+        ]
         out.append(
             _md_table(
-                ["variant", "token MAE (nats)", "token bias", "token p90 |error|", "response mean MAE", "response ρ vs near-full"],
-                [[n, _f(o["token_mae"]), _f(o["token_bias"]), _f(o["token_p90_abs_error"]), _f(o["response_mean_mae"]), _f(o["response_spearman"])] for n, o in tr["variants"].items()],
+                ["variant", "token MAE (nats)", "token bias", "token p90 |error|", "response mean MAE",
+                 "response ρ vs near-full"],
+                [
+                    [n, _f(o["token_mae"]), _f(o["token_bias"]), _f(o["token_p90_abs_error"]),
+                     _f(o["response_mean_mae"]), _f(o["response_spearman"])]
+                    for n, o in tr["variants"].items()
+                ],
             )
         )
-        out += ["", f"Top-20 mass per token: median {_f(tr['top_k_mass_median'])}, 10th percentile {_f(tr['top_k_mass_p10'])}."]
+        out += [
+            "",
+            f"Top-20 mass per token: median {_f(tr['top_k_mass_median'])}, "
+            f"10th percentile {_f(tr['top_k_mass_p10'])}.",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -124,7 +158,13 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     ints, strs = {"k", "composition", "n"}, {"estimator", "train", "heldout"}
     with gzip.open(path, "rt", encoding="utf-8") as fh:
-        return [{c: (int(v) if c in ints else v if c in strs else float(v) if v not in ("", "nan") else math.nan) for c, v in r.items()} for r in csv.DictReader(fh)]
+        return [
+            {
+                c: (int(v) if c in ints else v if c in strs else float(v) if v not in ("", "nan") else math.nan)
+                for c, v in r.items()
+            }
+            for r in csv.DictReader(fh)
+        ]
 
 
 def plot_labels(res: Mapping[str, Any], path: Path) -> None:
@@ -132,8 +172,12 @@ def plot_labels(res: Mapping[str, Any], path: Path) -> None:
     ax = fig.add_subplot()
     curve = [c for c in res["labels"]["curve"] if c["labels"] > 0]
     m = [c["labels"] for c in curve]
-    ax.plot(m, [c["median_aee"] for c in curve], marker="o", color="C0", label="recalibrated (shrunk), median slice")
-    ax.plot(m, [c["max_aee"] for c in curve], marker=".", ls=":", color="C0", label="recalibrated (shrunk), worst slice")
+    ax.plot(
+        m, [c["median_aee"] for c in curve], marker="o", color="C0", label="recalibrated (shrunk), median slice"
+    )
+    ax.plot(
+        m, [c["max_aee"] for c in curve], marker=".", ls=":", color="C0", label="recalibrated (shrunk), worst slice"
+    )
     ax.plot(m, [c["plain_ppi_median_aee"] for c in curve], marker="^", color="C1", label="plain PPI, median slice")
     ax.plot(m, [c["plain_ppi_max_aee"] for c in curve], marker=".", ls=":", color="C1", label="plain PPI, worst slice")
     ax.plot(m, [c["labels_only_median_aee"] for c in curve], marker="s", color="C2", label="labels alone, median slice")
@@ -160,7 +204,13 @@ def plot_truncation(res: Mapping[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
-def write_study(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], reliability: Mapping[Any, Any] | None, out_dir: Path, document: Path | None) -> list[Path]:
+def write_study(
+    results: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    reliability: Mapping[Any, Any] | None,
+    out_dir: Path,
+    document: Path | None,
+) -> list[Path]:
     """results.json, rows.csv.gz, the plots, and the tables spliced into ``document``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "results.json", out_dir / "rows.csv.gz"]

@@ -54,21 +54,31 @@ def verdict_table(res: Mapping[str, Any]) -> list[str]:
          *_target(v["median_aee_acc_ge_0.5_family_holdout"], (v["median_aee_acc_ge_0.5_family_holdout"] or 1) <= 0.05)],
         ["Spearman ρ ≥ 0.95, median over compositions",
          *_target(v["median_spearman_protocol"], (v["median_spearman_protocol"] or 0) >= 0.95)],
-        ["Spearman ρ ≥ 0.95, leave one slice out", *_target(v["spearman_leave_one_out"], (v["spearman_leave_one_out"] or 0) >= 0.95)],
-        ["Spearman ρ ≥ 0.95, leave one family out", *_target(v["spearman_family_holdout"], (v["spearman_family_holdout"] or 0) >= 0.95)],
-        ["(ceiling: ρ of a perfect estimator, from the slices' sampling noise alone)", _f(v["spearman_noise_ceiling"]), ""],
-        ["share of slice-bootstrap resamples where it has the lowest median AEE (family out)", _f(v["win_share_family_holdout"]), ""],
+        ["Spearman ρ ≥ 0.95, leave one slice out",
+         *_target(v["spearman_leave_one_out"], (v["spearman_leave_one_out"] or 0) >= 0.95)],
+        ["Spearman ρ ≥ 0.95, leave one family out",
+         *_target(v["spearman_family_holdout"], (v["spearman_family_holdout"] or 0) >= 0.95)],
+        ["(ceiling: ρ of a perfect estimator, from the slices' sampling noise alone)",
+         _f(v["spearman_noise_ceiling"]), ""],
+        ["share of slice-bootstrap resamples where it has the lowest median AEE (family out)",
+         _f(v["win_share_family_holdout"]), ""],
         ["nested: winner chosen on the other families, scored on the held-out one: median AEE / ρ",
          f"{_f(v['nested_median_aee'])} / {_f(v['nested_spearman'])}", ""],
-        [f"90 % interval coverage ≥ 0.90, leave one slice out, sub-slices (τ: {v['tau']['recipe']} out, {v['tau']['shape']})",
+        ["90 % interval coverage ≥ 0.90, leave one slice out, sub-slices "
+         f"(τ: {v['tau']['recipe']} out, {v['tau']['shape']})",
          *_target(v["interval_coverage"], (v["interval_coverage"] or 0) >= 0.9)],
         ["90 % interval coverage, leave one slice out, whole slices", _f(v["interval_coverage_whole_slices"]), ""],
         ["90 % interval coverage ≥ 0.90, leave one family out, whole slices",
          *_target(v["interval_coverage_family_holdout"], (v["interval_coverage_family_holdout"] or 0) >= 0.9)],
-        ["… of those, slices whose interval is not clipped at 0 or 1", _f(v["interval_coverage_family_holdout_unclipped"]), ""],
+        ["… of those, slices whose interval is not clipped at 0 or 1",
+         _f(v["interval_coverage_family_holdout_unclipped"]), ""],
         ["mean interval width, leave one family out", _f(v["interval_width_family_holdout"]), ""],
     ]
-    return ["### Verdict (default estimator: `" + v["estimator"] + "`)", "", _md_table(["target", "measured", "met"], rows)]
+    return [
+        "### Verdict (default estimator: `" + v["estimator"] + "`)",
+        "",
+        _md_table(["target", "measured", "met"], rows),
+    ]
 
 
 def slices_table(res: Mapping[str, Any]) -> list[str]:
@@ -95,7 +105,8 @@ def holdout_tables(res: Mapping[str, Any]) -> list[str]:
                 for n, o in res["holdout"][h].items()]
         out += ["", f"### {title}: every estimator", "",
                 _md_table(["estimator", "median AEE", "5–95 % (slice bootstrap)", "mean AEE", "median AEE, acc ≥ 0.1",
-                           "median AEE, acc ≥ 0.5", "Spearman ρ", f"lowest median AEE in (of {boot['draws']} resamples)"], rows)]
+                           "median AEE, acc ≥ 0.5", "Spearman ρ",
+                           f"lowest median AEE in (of {boot['draws']} resamples)"], rows)]
     names = list(res["holdout"]["family"])
     band_rows = []
     for lo, hi in BANDS:
@@ -132,9 +143,12 @@ def coverage_tables(res: Mapping[str, Any]) -> list[str]:
     per = [[b, _f(c["true_acc"]), _f(c["estimate"]), f"[{_f(c['lower'])}, {_f(c['upper'])}]", _f(c["tau0"]),
             _f(c["covered"]), "yes" if c["clipped"] else ""] for b, c in shipped["per_slice"].items()]
     return ["", "### 90 % label-free interval: coverage and width by hold-out, τ recipe and τ shape", "",
-            _md_table(["estimator", "held out", "τ from", "τ shape", "covers (whole slices)", "covers, unclipped (slices)",
-                       "covers (100-response sub-slices)", "mean width", "median τ₀"], rows),
-            "", f"### The shipped interval (τ: {v['tau']['recipe']} out, {v['tau']['shape']}), leave one family out", "",
+            _md_table(["estimator", "held out", "τ from", "τ shape", "covers (whole slices)",
+                       "covers, unclipped (slices)", "covers (100-response sub-slices)", "mean width", "median τ₀"],
+                      rows),
+            "",
+            f"### The shipped interval (τ: {v['tau']['recipe']} out, {v['tau']['shape']}), leave one family out",
+            "",
             _md_table(["slice", "true", "estimate", "interval", "τ₀", "covers", "clipped"], per)]
 
 
@@ -166,7 +180,9 @@ def plot_est_vs_true(res: Mapping[str, Any], path: Path) -> None:
     ax = fig.add_subplot()
     true = {b: s["accuracy"] for b, s in res["slices"].items()}
     series = [(f"{d}, slice out", res["holdout"]["slice"][d]), (f"{d}, family out", res["holdout"]["family"][d])]
-    series += [(f"{n}, family out", res["holdout"]["family"][n]) for n in ("atc", "constant") if n in res["holdout"]["family"]]
+    series += [
+        (f"{n}, family out", res["holdout"]["family"][n]) for n in ("atc", "constant") if n in res["holdout"]["family"]
+    ]
     for (label, h), color, marker in zip(series, _colors(len(series)), "osx^", strict=False):
         ax.scatter([true[b] for b in true], [h["per_slice"][b]["estimate"] for b in true], color=color, marker=marker,
                    label=label, s=28, alpha=0.85)

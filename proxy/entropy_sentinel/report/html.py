@@ -183,7 +183,8 @@ def _acquire(data: dict[str, Any]) -> str:
             cells = "".join(f'<td class="text"><pre>{_clip_text(r[c]) if c in r else ""}</pre></td>' for c in text_cols)
             rows.append(f'<tr><td>{_f(r["p_correct"])}</td><td class="rid">{_e(r["request_id"])}</td>'
                         f'<td>{_time(r["ts"])}</td>{cells}</tr>')
-        out.append(f'<table class="acquire{" texts" if text_cols else ""}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+        texts = " texts" if text_cols else ""
+        out.append(f'<table class="acquire{texts}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
     if not any("prompt" in r or "completion" in r for e in data["acquire_next"] for r in e["requests"]):
         out.append("<p class='sub'>Prompt capture is off: only request ids are listed (enable capture in the "
                    "proxy's store settings to see the texts here).</p>")
@@ -228,6 +229,7 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
              "Predicted P(correct) against the observed accuracy of the labelled responses, in 10 bins."),
     ])
     csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+    tau = f"{data['tau']:.3f}" + (" × 2√(Â(1−Â))" if data.get("tau_shape") == "binomial" else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{csp}">
@@ -236,7 +238,7 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
 <body><main>
 <h1>Entropy Sentinel — slice accuracy report</h1>
 <p class="sub">{source}records {_time(rng['first_ts'])} → {_time(rng['last_ts'])} · windows as of {_time(data['as_of'])}
- · {level}% intervals · transfer error τ = {data['tau']:.3f}{' × 2√(Â(1−Â))' if data.get('tau_shape') == 'binomial' else ''} · recalibration from {data['min_labels']} labels</p>
+ · {level}% intervals · transfer error τ = {tau} · recalibration from {data['min_labels']} labels</p>
 {"".join(f'<p class="note">{n}</p>' for n in notes)}
 <div class="cards">{"".join(f"<div class='card'><b>{v}</b><span>{_e(k)}</span></div>" for v, k in cards)}</div>
 <h2>Slices, worst first</h2>

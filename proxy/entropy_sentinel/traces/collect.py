@@ -217,7 +217,9 @@ async def collect(
     headers = {SLICE_HEADER: header}
     if model is None and todo:
         model = (await client.models.list()).data[0].id
-    bar = tqdm(total=len(items), initial=stats.skipped_done, desc=name, unit="item", file=sys.stderr, disable=not progress)
+    bar = tqdm(
+        total=len(items), initial=stats.skipped_done, desc=name, unit="item", file=sys.stderr, disable=not progress
+    )
     semaphore = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
 
@@ -274,7 +276,8 @@ async def collect(
 
     try:
         async with aiohttp.ClientSession() as session:
-            with open(out, "ab") as sink:
+            # one local append-only file for the whole run: opening it does not stall the loop
+            with open(out, "ab") as sink:  # noqa: ASYNC230
                 await asyncio.gather(*(one(item, session, sink) for item in todo))
     finally:
         bar.close()

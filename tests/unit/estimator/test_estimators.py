@@ -271,7 +271,8 @@ def test_constant_estimator_is_the_benchmark_balanced_mean_with_groups():
     np.testing.assert_allclose(est.predict_proba(X_new), [[0.5, 0.5]] * 4)
     np.testing.assert_allclose(pooled.predict_proba(X_new)[:, 1], [19 / 110] * 4)
     assert list(est.classes_) == [0, 1] and est.n_features_in_ == 1
-    assert ConstantEstimator().fit(X, np.zeros(110, dtype=int), groups=groups).predict_proba(X_new)[:, 1].tolist() == [0.0] * 4
+    all_wrong = ConstantEstimator().fit(X, np.zeros(110, dtype=int), groups=groups)
+    assert all_wrong.predict_proba(X_new)[:, 1].tolist() == [0.0] * 4
     with pytest.raises(ValueError, match="columns"):
         est.predict_proba(np.zeros((2, 3)))
 

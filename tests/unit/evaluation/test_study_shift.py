@@ -149,7 +149,9 @@ def test_the_leak_check_itself_fires():
 
 
 def test_holdout_estimates_by_hand():
-    d = lambda y: BenchmarkData("x", np.array(y), {})
+    def d(y):
+        return BenchmarkData("x", np.array(y), {})
+
     data = {"x": d([0, 1]), "y": d([1, 1, 1]), "z": d([0, 0, 0, 1]), "w": d([0, 0])}
     preds = {
         "x": np.array([0.1, 0.3]),  # est 0.2, true 0.5, AUROC 1
@@ -348,7 +350,9 @@ def test_prompt_shift_maps_alt_keys_to_their_base_and_fits_without_it():
     # the alt slice carries the same id as a_1: the fake raises if a_1 was in the training set
     alt_p = np.full(200, 0.2)
     alt = {
-        "a_1@alt-qa": BenchmarkData("a_1@alt-qa", bench("x", 0, 0.1, 0.2, n=50).y, {"p": alt_p[:50], "id": np.zeros(50)}),
+        "a_1@alt-qa": BenchmarkData(
+            "a_1@alt-qa", bench("x", 0, 0.1, 0.2, n=50).y, {"p": alt_p[:50], "id": np.zeros(50)}
+        ),
         "gone@alt-qa": bench("gone@alt-qa", 99, 0.5, 0.5, n=20),  # no default slice: skipped
     }
     out = prompt_shift(Recorder(), data, alt)

@@ -51,7 +51,8 @@ def test_binomial_transfer_spread_scales_with_the_estimate():
 
 def test_truncation_summary_matches_a_hand_computed_case():
     # token 1: top-20 holds all the mass; token 2: top-20 holds 0.5 of it
-    doc = {"k": 20, "candidates": 1000, "responses": [{"benchmark": "b", "item_id": "i", "tokens": [[0.7, 1.0, 0.7, 1.0], [3.0, 1.0, 1.2, 0.5]]}]}
+    tokens = [[0.7, 1.0, 0.7, 1.0], [3.0, 1.0, 1.2, 0.5]]
+    doc = {"k": 20, "candidates": 1000, "responses": [{"benchmark": "b", "item_id": "i", "tokens": tokens}]}
     out = truncation(doc)
     assert out["tokens"] == 2 and out["responses"] == 1
     topk = out["variants"]["topk"]
@@ -72,7 +73,8 @@ def test_splice_replaces_only_the_generated_block():
 
 
 def test_labels_needed_is_where_the_curve_stays_below_target():
-    curve = [{"labels": m, "aee": a} for m, a in [(0, 0.01), (5, 0.05), (10, 0.02), (20, 0.04), (50, 0.02), (100, 0.01)]]
+    points = [(0, 0.01), (5, 0.05), (10, 0.02), (20, 0.04), (50, 0.02), (100, 0.01)]
+    curve = [{"labels": m, "aee": a} for m, a in points]
     assert _first_staying_below(curve, "aee", 0.03) == 50  # 10 dips below but 20 does not stay
     assert _first_staying_below(curve, "aee", 0.001) is None
 

@@ -64,9 +64,8 @@ def test_wilson_and_prediction_powered_intervals_by_hand():
     assert r.estimate == pytest.approx(0.5)
     # var(p) = 0; the 50 labels are half the slice: finite-population factor (1 - 50/100)
     assert r.upper - r.estimate == pytest.approx(z_value(0.9) * math.sqrt(0.25 * 50 / 49 / 50 * (1 - 50 / 100)))
-    assert transfer_rms({"per_benchmark": {"a": {"est_acc": 0.5, "true_acc": 0.2}, "b": {"est_acc": 0.1, "true_acc": 0.5}}}) == pytest.approx(
-        math.sqrt((0.09 + 0.16) / 2)
-    )
+    validation = {"per_benchmark": {"a": {"est_acc": 0.5, "true_acc": 0.2}, "b": {"est_acc": 0.1, "true_acc": 0.5}}}
+    assert transfer_rms(validation) == pytest.approx(math.sqrt((0.09 + 0.16) / 2))
 
 
 def test_store_commits_in_batches_and_a_clean_close_loses_nothing(tmp_path):

@@ -72,7 +72,9 @@ def _rows(seed: int = 7) -> list[dict]:
         for i in range(count):
             status = 200 if rng.random() > 0.03 else 502
             ok = scored and status == 200
-            feats = {"mean": float(rng.gamma(2, 0.3)), "max": float(rng.gamma(4, 0.8)), "n_tokens": int(rng.integers(5, 300))}
+            feats = {
+                "mean": float(rng.gamma(2, 0.3)), "max": float(rng.gamma(4, 0.8)), "n_tokens": int(rng.integers(5, 300))
+            }
             row = {
                 "request_id": f"req-{si}-{i:04d}", "ts": float(ts[i]), "slice": key,
                 "route": "chat" if i % 3 else "completions", "model": "gemma-3-270m", "status": status,
@@ -531,7 +533,9 @@ def test_page_in_headless_chromium(report, tmp_path):
     ]
     page = files["html"].resolve().as_uri()
     env = dict(os.environ, HOME=str(tmp_path))
-    dom = subprocess.run([*flags, "--dump-dom", page], check=False, capture_output=True, text=True, timeout=120, env=env)
+    dom = subprocess.run(
+        [*flags, "--dump-dom", page], check=False, capture_output=True, text=True, timeout=120, env=env
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     parsed = _Dom()
     parsed.feed(dom.stdout)
