@@ -43,6 +43,9 @@ class UpstreamConfig:
     max_connections: int = 256
     #: how the upstream answers logprob requests: auto (probe GET /v1/models), openai, vllm, llamacpp
     dialect: str = "auto"
+    #: largest single streamed event (SSE) accepted from the upstream; a larger one ends the stream
+    #: with an error event
+    max_event_mb: float = 16.0
 
 
 @dataclass
@@ -68,6 +71,9 @@ class LocalUpstreamConfig:
 class SignalConfig:
     top_k: int = 20
     entropy_variant: str = "topk"
+    #: choices per response that are instrumented: a request asking for more (``n``) is forwarded
+    #: unforced and unscored; upstream choice indexes beyond it are relayed, not tracked
+    max_choices: int = 16
 
 
 @dataclass
@@ -211,10 +217,14 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
     for name in ("connect_timeout_s", "read_timeout_s"):
         if getattr(cfg.upstream, name) <= 0:
             errors.append(f"upstream.{name}: must be positive")
+    if cfg.upstream.max_event_mb <= 0:
+        errors.append("upstream.max_event_mb: must be positive")
     if cfg.upstream.dialect not in ("auto", "openai", "vllm", "llamacpp"):
         errors.append("upstream.dialect: choose auto, openai, vllm or llamacpp")
     if not 1 <= cfg.signal.top_k <= 20:
         errors.append("signal.top_k: must be between 1 and 20 (vLLM caps logprobs at 20 by default)")
+    if cfg.signal.max_choices < 1:
+        errors.append("signal.max_choices: must be at least 1")
     if cfg.signal.entropy_variant not in ENTROPY_VARIANTS:
         errors.append(f"signal.entropy_variant: choose one of {', '.join(ENTROPY_VARIANTS)}")
     if cfg.monitor.max_slices < 1:

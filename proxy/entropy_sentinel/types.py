@@ -58,6 +58,8 @@ class UnscoredReason(enum.StrEnum):
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_DISCONNECTED = "upstream_disconnected"
     UPSTREAM_ERROR = "upstream_error"
+    #: one streamed event was larger than ``upstream.max_event_mb``: the stream was ended with an error event
+    UPSTREAM_EVENT_TOO_LARGE = "upstream_event_too_large"
 
     @property
     def upstream_failure(self) -> bool:

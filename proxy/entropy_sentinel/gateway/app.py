@@ -128,7 +128,8 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
         log.info("upstream dialect: %s", dialect)
         app[INSTRUMENTER_KEY] = Instrumenter(
             upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, scorer=scorer,
-            dialect=DIALECTS[dialect], monitor=monitor,
+            dialect=DIALECTS[dialect], monitor=monitor, max_choices=cfg.signal.max_choices,
+            max_event_bytes=int(cfg.upstream.max_event_mb * 1024 * 1024),
         )
         yield
         await upstream.close()

@@ -21,7 +21,15 @@ from aiohttp import web
 
 from entropy_sentinel.gateway.errors import error_body, error_response
 from entropy_sentinel.gateway.forward import forward
-from entropy_sentinel.gateway.sse import DONE, SSEDecoder, encode_comment, encode_data, parse_event
+from entropy_sentinel.gateway.sse import (
+    DONE,
+    MAX_EVENT_BYTES,
+    SSEDecoder,
+    SSEEventTooLarge,
+    encode_comment,
+    encode_data,
+    parse_event,
+)
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP, classify_error, request_headers, response_headers
 from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, Dialect, Endpoint, LogprobPlan, plan_logprobs
 from entropy_sentinel.monitor.hub import Monitor
@@ -33,6 +41,8 @@ from entropy_sentinel.types import Scorer, UnscoredReason
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Sentinel-Request-Id"
+_EVENT_TOO_LARGE = "The upstream sent a streamed event larger than the proxy accepts (upstream.max_event_mb)."
+_TOO_LARGE_CODE = UnscoredReason.UPSTREAM_EVENT_TOO_LARGE.value
 P_CORRECT_HEADER = "X-Sentinel-P-Correct"
 
 
@@ -68,8 +78,12 @@ class Instrumenter:
         scorer: Scorer | None = None,
         dialect: Dialect = DIALECTS["openai"],
         monitor: Monitor | None = None,
+        max_choices: int = 16,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.upstream = upstream
+        self.max_choices = max_choices
+        self.max_event_bytes = max_event_bytes
         self.dialect = dialect
         self.monitor = monitor
         self.records = records
@@ -201,7 +215,7 @@ class Instrumenter:
                     headers.update(ids)
                     record.unscored_reason = UnscoredReason.UPSTREAM_STATUS
                     return web.Response(status=up.status, reason=up.reason, body=payload, headers=headers)
-                decoder = SSEDecoder()
+                decoder = SSEDecoder(self.max_event_bytes)
                 events: list[bytes] = []
                 while not events:  # hold the headers until the first event: a refusal can still be retried
                     chunk = await up.content.readany()
@@ -212,6 +226,9 @@ class Instrumenter:
                 status, code, message = classify_error(exc)
                 record.unscored_reason = UnscoredReason(code)
                 return error_response(status, message, code=code, headers=ids)
+            except SSEEventTooLarge:
+                record.unscored_reason = UnscoredReason.UPSTREAM_EVENT_TOO_LARGE
+                return error_response(502, _EVENT_TOO_LARGE, code=_TOO_LARGE_CODE, headers=ids)
             if events and self._is_logprob_refusal(events[0]):
                 await stack.aclose()
                 return await self._retry_unforced(request, plan, record, ids)
@@ -230,6 +247,7 @@ class Instrumenter:
                         break
                     chunk = await up.content.readany()
                     if not chunk:  # the upstream ended without [DONE]: still say the score
+                        decoder.feed(b"")  # (unless it cut an oversized event: that raises)
                         await response.write(await relay.close())
                         break
                     events = decoder.feed(chunk)
@@ -237,8 +255,10 @@ class Instrumenter:
                 record.status, record.unscored_reason = 499, UnscoredReason.CLIENT_DISCONNECTED
                 log.info("request_id=%s client went away; upstream request cancelled", record.request_id)
                 return response
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError, SSEEventTooLarge) as exc:
                 status, code, message = classify_error(exc)
+                if isinstance(exc, SSEEventTooLarge):  # the rest of the stream is not read: its end is unknown
+                    code, message = _TOO_LARGE_CODE, _EVENT_TOO_LARGE
                 record.status, record.unscored_reason = status, UnscoredReason(code)
                 try:
                     await response.write(encode_data(error_body(status, message, code=code)))
