@@ -51,6 +51,8 @@ class UnscoredReason(enum.StrEnum):
     LOGPROB_FIELDS_NOT_UNDERSTOOD = "logprob_fields_not_understood"
     #: the upstream refused forced logprobs; the request was retried as the client sent it
     UPSTREAM_REFUSED_LOGPROBS = "upstream_refused_logprobs"
+    #: the proxy failed on this request (a bug): answered 500, recorded with that status
+    INTERNAL_ERROR = "internal_error"
     UPSTREAM_STATUS = "upstream_status"
     UPSTREAM_BODY_NOT_JSON = "upstream_body_not_json"
     UPSTREAM_STREAM_ERROR = "upstream_stream_error"

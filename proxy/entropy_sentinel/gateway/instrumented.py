@@ -102,6 +102,12 @@ class Instrumenter:
         except asyncio.CancelledError:  # the client disconnected (handler_cancellation)
             record.status, record.unscored_reason = 499, UnscoredReason.CLIENT_DISCONNECTED
             raise
+        except web.HTTPException as exc:  # aiohttp refused the request (413: body past server.max_body_mb)
+            self._failed(record, exc.status)
+            raise
+        except Exception:  # a bug of ours: aiohttp answers 500; the record says so too
+            self._failed(record, 500)
+            raise
         finally:
             record.latency_s = time.perf_counter() - started
             self.records.add(record)
@@ -112,6 +118,14 @@ class Instrumenter:
                 record.request_id, endpoint, record.status, record.scored,
                 record.latency_s * 1e3, record.overhead_s * 1e3,
             )
+
+    @staticmethod
+    def _failed(record: RequestRecord, status: int) -> None:
+        """The real status of a request that ended in an exception (never 0: alerts count it)."""
+        record.status = record.status or status
+        if not record.scored and record.unscored_reason is None:
+            refused = status < 500
+            record.unscored_reason = UnscoredReason.INVALID_REQUEST if refused else UnscoredReason.INTERNAL_ERROR
 
     async def _handle(
         self, request: web.Request, endpoint: Endpoint, record: RequestRecord, ids: dict[str, str]

@@ -5,6 +5,7 @@ Against the scripted upstream of :mod:`tests.harness`; each test names the defec
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 
@@ -12,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from entropy_sentinel.gateway.app import MONITOR_KEY
 from entropy_sentinel.gateway.sse import SSEDecoder, SSEEventTooLarge
 
 from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
@@ -26,6 +28,11 @@ async def post(url: str, body: dict, stream: bool = False) -> tuple[int, dict[st
         session.post(url + "/chat/completions", json={**body, "stream": stream}) as resp,
     ):
         return resp.status, dict(resp.headers), await resp.read()
+
+
+async def get_text(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return await resp.text()
 
 
 def data_events(raw: bytes) -> list[object]:
@@ -120,3 +127,49 @@ async def test_an_oversized_first_event_is_a_502_in_openai_shape():
     assert status == 502
     assert orjson.loads(body)["error"]["code"] == "upstream_event_too_large"
     assert headers["X-Sentinel-Request-Id"]
+
+
+# -- 11: a request that ends in an exception is recorded with its real status, never 0 ---------------
+
+
+async def ok_unary(request: web.Request, up) -> web.Response:
+    return web.json_response(
+        {
+            "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop",
+                         "logprobs": chat_chunk("4", TOP)["choices"][0]["logprobs"]}],
+        }
+    )
+
+
+async def test_a_body_past_the_limit_is_recorded_as_413_not_0(tmp_path):
+    async with scripted_upstream(ok_unary) as up, running_proxy(
+        up.url, dialect="openai", server={"max_body_mb": 0.001}, store={"path": str(tmp_path / "s.db")}
+    ) as proxy:
+        status, _, _ = await post(proxy.url, {**CHAT, "pad": "x" * 5000})
+        metrics = await get_text(proxy.root + "/sentinel/metrics")
+        (record,) = proxy.records._items.values()
+    assert status == 413
+    assert record.status == 413 and record.unscored_reason == "invalid_request"
+    assert 'sentinel_requests_total{route="chat",slice="",status="413"} 1.0' in metrics
+    assert 'status="0"' not in metrics
+
+
+async def test_a_proxy_failure_is_recorded_and_stored_as_500_not_0(tmp_path, monkeypatch):
+    from entropy_sentinel.gateway.instrumented import Instrumenter
+
+    async def broken(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Instrumenter, "_unary", broken)
+    async with scripted_upstream(ok_unary) as up, running_proxy(
+        up.url, dialect="openai", store={"path": str(tmp_path / "s.db")}
+    ) as proxy:
+        status, _, _ = await post(proxy.url, CHAT)
+        metrics = await get_text(proxy.root + "/sentinel/metrics")
+        store = proxy.app[MONITOR_KEY].store
+        await asyncio.to_thread(store.flush)
+        rows = await asyncio.to_thread(store.export)
+    assert status == 500
+    assert 'sentinel_requests_total{route="chat",slice="",status="500"} 1.0' in metrics
+    assert [(r["status"], r["scored"]) for r in rows] == [(500, 0)]
