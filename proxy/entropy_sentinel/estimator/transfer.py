@@ -17,6 +17,7 @@ from entropy_sentinel.estimator.base import (
     _signed_log,
     benchmark_weights,
 )
+from entropy_sentinel.estimator.compiled_trees import compiled_for
 from entropy_sentinel.estimator.registry import register
 
 
@@ -175,6 +176,9 @@ class MonotoneBoost(_FeatureClassifier):
 
     def _p_correct(self, X: np.ndarray) -> np.ndarray:
         assert self.model_ is not None
+        compiled = compiled_for(self.model_)  # all trees at once, no OpenMP region per call
+        if compiled is not None:
+            return compiled.predict_proba1(X)
         with threadpool_limits(limits=self.n_threads, user_api="openmp"):
             return self.model_.predict_proba(X)[:, 1]
 
