@@ -1,12 +1,16 @@
 """Configuration: one validated dataclass tree, loaded from YAML, overridden by env and flags.
 
 Precedence (lowest first): defaults here < YAML file < ``SENTINEL_<SECTION>_<KEY>`` env vars <
-command-line flags. Every bad key or value is reported at start-up, all at once.
+command-line flags. Every bad key or value is reported at start-up, all at once: an unknown key in
+the file, a removed one (:data:`REMOVED_KEYS`, with why), and any ``SENTINEL_*`` variable that is
+neither a key nor one of :data:`OTHER_ENV_VARS` (so ``SENTINEL_UPSTREM_URL`` is not silently ignored).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -125,8 +129,6 @@ class EstimatorConfig:
 @dataclass
 class LoggingConfig:
     level: str = "INFO"
-    #: log request and response bodies (prompts, completions): never on by default
-    log_content: bool = False
 
 
 @dataclass
@@ -142,14 +144,40 @@ class SentinelConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
+#: keys that were removed, with why: a config that still sets one gets this as its error
+REMOVED_KEYS: dict[str, str] = {
+    "logging.log_content": (
+        "the proxy never logs prompts or completions, so there is nothing to switch on; delete the key "
+        "(keeping prompt and completion text in the record store is store.capture_content)"
+    ),
+}
+
+#: ``SENTINEL_*`` variables that are not configuration keys: read elsewhere, so the proxy, which
+#: inherits them, must not refuse them. Any other unknown ``SENTINEL_*`` variable is an error.
+OTHER_ENV_VARS: frozenset[str] = frozenset(
+    {
+        "SENTINEL_BENCHMARK_CACHE",  # benchmarks/cache.py: where parsed benchmarks are cached
+        "SENTINEL_SHARED_DATA",  # benchmarks/cache.py: SVAMP, MAWPS, ASDiv-A exports
+        "SENTINEL_BIGBENCH_DIR",  # benchmarks/registry.py: a BIG-bench checkout when PyPI cannot give it
+        "SENTINEL_PYTHON",  # scripts/setup_vllm.sh: base interpreter of the vLLM venv
+        "SENTINEL_VLLM_VENV",  # scripts/setup_vllm.sh, start_vllm.sh
+        "SENTINEL_VLLM_MODEL_DIR",  # scripts/setup_vllm.sh, start_vllm.sh
+        "SENTINEL_STUDY_SLICES",  # scripts/collect_study.sh
+        "SENTINEL_STUDY_ALT_SLICES",  # scripts/collect_study.sh
+        "SENTINEL_STUDY_PORT",  # scripts/collect_study.sh
+        "SENTINEL_TEST_LLAMA_URL",  # tests/conftest.py: an already running llama-server
+        "SENTINEL_TEST_VLLM_URL",  # tests/conftest.py: an already running vLLM
+        "SENTINEL_REPORT_SCREENSHOT",  # tests/unit/report: where to save the report's screenshot
+    }
+)
+
+
 def _coerce(value: Any, kind: Any, where: str, errors: list[str]) -> Any:
     origin = typing.get_origin(kind)
     if origin is dict:
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value) or {}
-            except yaml.YAMLError:
-                pass
         if not isinstance(value, Mapping):
             errors.append(f"{where}: expected a mapping, got {type(value).__name__}")
             return None
@@ -170,10 +198,8 @@ def _coerce(value: Any, kind: Any, where: str, errors: list[str]) -> Any:
             if lowered in ("0", "false", "no", "off"):
                 return False
         else:
-            try:
+            with contextlib.suppress(yaml.YAMLError):
                 value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                pass
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is bool and isinstance(value, bool):
@@ -184,20 +210,26 @@ def _coerce(value: Any, kind: Any, where: str, errors: list[str]) -> Any:
     return None
 
 
-def _apply(target: Any, values: Mapping[str, Any], prefix: str, errors: list[str]) -> None:
+def _apply(target: Any, values: Mapping[str, Any], prefix: str, errors: list[str], path: str = "") -> None:
+    """Set ``values`` on ``target``; ``prefix`` says where they came from in errors, ``path`` is the
+    dotted key of ``target`` itself ("" for the root, "logging." for a section)."""
     hints = typing.get_type_hints(type(target))
     names = {f.name for f in dataclasses.fields(target)}
     for key, value in values.items():
         where = f"{prefix}{key}"
         if key not in names:
-            errors.append(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+            removed = REMOVED_KEYS.get(f"{path}{key}")
+            if removed is not None:
+                errors.append(f"{where}: this key was removed: {removed}")
+            else:
+                errors.append(f"{where}: unknown key (known: {', '.join(sorted(names))})")
             continue
         current = getattr(target, key)
         if dataclasses.is_dataclass(current) and not isinstance(current, type):
             if not isinstance(value, Mapping):
                 errors.append(f"{where}: expected a mapping")
             else:
-                _apply(current, value, where + ".", errors)
+                _apply(current, value, where + ".", errors, f"{path}{key}.")
             continue
         coerced = _coerce(value, hints[key], where, errors)
         if coerced is not None:
@@ -252,17 +284,39 @@ def resolve(cfg: SentinelConfig) -> SentinelConfig:
     return cfg
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """``SENTINEL_UPSTREAM_URL=...`` -> ``{"upstream": {"url": "..."}}``."""
+def config_env_vars() -> list[str]:
+    """Every ``SENTINEL_<SECTION>_<KEY>`` variable that sets a configuration key, sorted."""
+    sections = typing.get_type_hints(SentinelConfig)
+    return sorted(
+        f"SENTINEL_{section}_{key.name}".upper()
+        for section, kind in sections.items()
+        for key in dataclasses.fields(kind)
+    )
+
+
+def env_overrides(environ: Mapping[str, str], errors: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """``SENTINEL_UPSTREAM_URL=...`` -> ``{"upstream": {"url": "..."}}``.
+
+    A ``SENTINEL_*`` variable that names no section and is not in :data:`OTHER_ENV_VARS` is
+    reported in ``errors`` (with the closest known name); an unknown key inside a known section is
+    reported later, by the same check as the file's keys.
+    """
     sections = {f.name for f in dataclasses.fields(SentinelConfig)}
     out: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
-        if not name.startswith("SENTINEL_"):
+        if not name.startswith("SENTINEL_") or name in OTHER_ENV_VARS:
             continue
         rest = name[len("SENTINEL_") :].lower()
         section = next((s for s in sorted(sections, key=len, reverse=True) if rest.startswith(s + "_")), None)
         if section is not None:
             out.setdefault(section, {})[rest[len(section) + 1 :]] = value
+        elif errors is not None:
+            close = difflib.get_close_matches(name, [*config_env_vars(), *OTHER_ENV_VARS], n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            errors.append(
+                f"env {name}: not a configuration variable ({hint}SENTINEL_<SECTION>_<KEY> with a section of "
+                f"{', '.join(sorted(sections))}; other SENTINEL_* variables read: {', '.join(sorted(OTHER_ENV_VARS))})"
+            )
     return out
 
 
@@ -284,7 +338,7 @@ def load_config(
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         _apply(cfg, data, "", errors)
-    _apply(cfg, env_overrides(os.environ if environ is None else environ), "env SENTINEL_", errors)
+    _apply(cfg, env_overrides(os.environ if environ is None else environ, errors), "env SENTINEL_", errors)
     if overrides:
         _apply(cfg, overrides, "", errors)
     _validate(cfg, errors)
