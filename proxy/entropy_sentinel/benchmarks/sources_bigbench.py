@@ -79,7 +79,9 @@ def _first_number_digits(text: str, _answer: str) -> dict[str, Any]:
 GENERATIVE_TASKS: dict[str, GenerativeTask] = {
     "ling_plural": GenerativeTask("linguistic_mappings/plural_json", 'What is the plural of "{input}"?'),
     "ling_past_tense": GenerativeTask("linguistic_mappings/past_tense_json", 'What is the past tense of "{input}"?'),
-    "ling_singular": GenerativeTask("linguistic_mappings/plural_json", 'What is the singular of "{input}"?', inverted=True),
+    "ling_singular": GenerativeTask(
+        "linguistic_mappings/plural_json", 'What is the singular of "{input}"?', inverted=True
+    ),
     "ling_base_form": GenerativeTask(
         "linguistic_mappings/past_tense_json", 'What is the base form of the verb "{input}"?', inverted=True
     ),

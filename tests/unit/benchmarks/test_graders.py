@@ -1,4 +1,7 @@
-"""Graders on real benchmark items (and the LLM judge against a local fake OpenAI server)."""
+"""Graders on real benchmark items (and the LLM judge against a local fake OpenAI server).
+
+BIG-bench items come from ``loaded`` (conftest.py): where BIG-bench is unavailable (gone from PyPI,
+no ``SENTINEL_BIGBENCH_DIR``) the tests of its items skip and the rest run."""
 
 from __future__ import annotations
 
@@ -20,17 +23,18 @@ from entropy_sentinel.benchmarks.graders import (
     latex_match,
     numbers_match,
 )
-from entropy_sentinel.benchmarks.loader import Item, load_benchmark
+from entropy_sentinel.benchmarks.loader import Item
 from entropy_sentinel.benchmarks.prompts import build_prompt
 
 pytestmark = pytest.mark.timeout(900)  # the first run may download the benchmarks
 
 
 @pytest.fixture(scope="module")
-def by_id() -> dict[str, Item]:
+def by_id(loaded) -> dict[str, Item]:
+    """Items of the benchmarks that must load everywhere (BIG-bench's are read from ``loaded``)."""
     out = {}
-    for name in ("gsm8k", "math", "arc_easy", "arc_challenge", "sciq", "mmlu_stem", "mawps", "asdiv_a", "arith_3d"):
-        out.update({i.item_id: i for i in load_benchmark(name)})
+    for name in ("gsm8k", "math", "arc_easy", "arc_challenge", "sciq", "mmlu_stem", "mawps", "asdiv_a"):
+        out.update({i.item_id: i for i in loaded[name]})
     return out
 
 
@@ -101,8 +105,8 @@ def test_numeric_tolerance_and_repeating_decimals(by_id):
     assert numbers_match("0.25", "0.2") is False  # gold has few decimals: no rounding leniency
 
 
-def test_bigbench_arithmetic_items(by_id):
-    item = next(i for i in by_id.values() if i.item_id == "arith-3d-subtraction-0")
+def test_bigbench_arithmetic_items(loaded):
+    item = next(i for i in loaded["arith_3d"] if i.item_id == "arith-3d-subtraction-0")
     a, b = map(int, re.findall(r"\d+", item.question))
     assert item.answer == str(a - b)
     assert grade(item, f" {a - b}").correct
@@ -238,34 +242,26 @@ def test_unknown_kind():
         grade(Item("b", "1", "q", "a", "essay"), "x")
 
 
-def test_gold_answers_of_every_loader_grade_correct_in_prompt_format():
+@pytest.mark.parametrize(
+    "name",
+    ["gsm8k", "gsm_symbolic", "svamp", "mawps", "asdiv_a", "arith_5d", "math_l2", "arc_challenge", "sciq", "mmlu_stem"],
+)
+def test_gold_answers_of_every_loader_grade_correct_in_prompt_format(loaded, name):
     """For each benchmark, the gold answer written exactly as the exemplars write theirs is
     correct and a perturbed one is not: prompts and graders agree on the answer format."""
-    for name in (
-        "gsm8k",
-        "gsm_symbolic",
-        "svamp",
-        "mawps",
-        "asdiv_a",
-        "arith_5d",
-        "math_l2",
-        "arc_challenge",
-        "sciq",
-        "mmlu_stem",
-    ):
-        for item in load_benchmark(name, limit=25, seed=5):
-            prompt, extras = build_prompt(item)
-            assert extras["stop"] and extras["max_tokens"] > 0
-            exemplar_answer = re.search(r"Answer: (.*)\n\nQuestion:", prompt).group(1)
-            gold = f"${item.answer}$" if exemplar_answer.startswith("$") else item.answer
-            assert grade(item, " " + gold).correct, (name, item.item_id, gold)
-            if item.kind == "choice":
-                bad = next(letter for letter in "ABCDE" if letter != item.answer)
-            elif item.kind == "numeric":
-                bad = str(float(item.answer) + 1)
-            else:
-                bad = f"${item.answer}+1$"
-            assert not grade(item, " " + bad).correct, (name, item.item_id, bad)
+    for item in loaded.load(name, limit=25, seed=5):
+        prompt, extras = build_prompt(item)
+        assert extras["stop"] and extras["max_tokens"] > 0
+        exemplar_answer = re.search(r"Answer: (.*)\n\nQuestion:", prompt).group(1)
+        gold = f"${item.answer}$" if exemplar_answer.startswith("$") else item.answer
+        assert grade(item, " " + gold).correct, (name, item.item_id, gold)
+        if item.kind == "choice":
+            bad = next(letter for letter in "ABCDE" if letter != item.answer)
+        elif item.kind == "numeric":
+            bad = str(float(item.answer) + 1)
+        else:
+            bad = f"${item.answer}+1$"
+        assert not grade(item, " " + bad).correct, (name, item.item_id, bad)
 
 
 # ---------------------------------------------------------------------------------------------
