@@ -1,0 +1,270 @@
+"""The contracts of the live path's two seams, run on every implementation.
+
+:class:`~entropy_sentinel.monitor.store.RecordStore`: each test below is one clause of its
+docstring and runs on every backend in :data:`BACKENDS`. A new backend (PostgreSQL) adds one
+:class:`Backend` entry there; a new clause is one more ``test_*`` function taking ``store`` (and
+``backend`` when it must reopen the store).
+
+:class:`~entropy_sentinel.monitor.sinks.RecordSink`: every shipped sink is one, takes finished
+records and labels without raising, and a sink that does raise never reaches the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from entropy_sentinel.monitor.hub import Monitor
+from entropy_sentinel.monitor.memory_store import MemoryStore
+from entropy_sentinel.monitor.prometheus import PrometheusSink
+from entropy_sentinel.monitor.records import RequestRecord
+from entropy_sentinel.monitor.sinks import RecordingSink, RecordSink
+from entropy_sentinel.monitor.slices import SliceRegistry
+from entropy_sentinel.monitor.sqlite_store import SQLiteStore
+from entropy_sentinel.monitor.store import COLUMNS, RecordStore, ReplayRow
+from entropy_sentinel.types import UnscoredReason
+
+# -- the backends ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    #: a fresh, empty store whose files (if any) live under the given folder
+    open: Callable[[Path], Any]
+    #: a store reading what a closed one left behind (a new process would see the same)
+    reopen: Callable[[Any, Path], Any]
+    #: configuration values the backend must never print (a database password)
+    secrets: tuple[str, ...] = ()
+
+
+BACKENDS = [
+    Backend("memory", lambda _: MemoryStore(), lambda closed, _: closed),  # a double: readable after close
+    Backend(
+        "sqlite",
+        lambda folder: SQLiteStore(folder / "records.db"),
+        lambda _, folder: SQLiteStore(folder / "records.db"),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
+def backend(request) -> Backend:
+    return request.param
+
+
+@pytest.fixture
+def store(backend: Backend, tmp_path: Path) -> Iterator[Any]:
+    opened = backend.open(tmp_path)
+    yield opened
+    opened.close()
+
+
+def row(request_id: str, ts: float, **values: Any) -> dict[str, Any]:
+    """A row as the monitor enqueues it (``label``/``label_ts`` are the store's to set)."""
+    return {
+        "request_id": request_id,
+        "ts": ts,
+        "slice": "domain=algebra,tenant=acme",
+        "route": "chat",
+        "model": "gemma-3-270m",
+        "status": 200,
+        "scored": True,
+        "p_correct": 0.75,
+        "p_correct_all": [0.75, 0.25],
+        "features": {"mean": 0.5, "max": 2.25, "n_tokens": 12.0},
+        "tokens": 12,
+        "latency_s": 0.125,
+        "prompt": None,
+        "completion": None,
+        **values,
+    }
+
+
+# -- RecordStore -------------------------------------------------------------------------------
+
+
+def test_every_backend_is_a_record_store(store):
+    assert isinstance(store, RecordStore)
+    assert not isinstance(object(), RecordStore)  # the check can fail
+
+
+def test_a_flushed_row_reads_back_with_its_json_columns_decoded(store):
+    store.enqueue(row("r1", 100.0))
+    store.flush()
+    got = store.get("r1")
+    assert got is not None and set(got) == set(COLUMNS)
+    assert got["features"] == {"mean": 0.5, "max": 2.25, "n_tokens": 12.0}
+    assert got["p_correct_all"] == [0.75, 0.25]
+    assert got["scored"] == 1 and not isinstance(got["scored"], bool)  # stays 0/1, as stored
+    assert (got["ts"], got["slice"], got["p_correct"], got["tokens"]) == (100.0, "domain=algebra,tenant=acme", 0.75, 12)
+    assert got["label"] is None and got["label_ts"] is None
+    assert store.export() == [got]
+    assert store.get("missing") is None
+
+
+def test_null_json_columns_stay_null_and_replay_as_no_scores(store):
+    store.enqueue(row("u1", 5.0, scored=False, p_correct=None, p_correct_all=None, features=None, status=502))
+    store.flush()
+    got = store.get("u1")
+    assert got["features"] is None and got["p_correct_all"] is None and got["scored"] == 0
+    assert list(store.replay()) == [ReplayRow(5.0, "domain=algebra,tenant=acme", [], None, None, None)]
+
+
+def test_export_filters_by_since_orders_by_time_then_id_and_stops_at_limit(store):
+    for request_id, ts in (("c", 30.0), ("a", 10.0), ("e", 50.0), ("b2", 20.0), ("b1", 20.0), ("d", 40.0)):
+        store.enqueue(row(request_id, ts))
+    store.flush()
+    assert [r["request_id"] for r in store.export()] == ["a", "b1", "b2", "c", "d", "e"]
+    assert [r["request_id"] for r in store.export(since=20.0)] == ["b1", "b2", "c", "d", "e"]  # since is inclusive
+    assert [r["request_id"] for r in store.export(since=20.0, limit=3)] == ["b1", "b2", "c"]
+    assert store.export(since=50.5) == []
+
+
+def test_replay_yields_what_the_slice_counters_need_in_time_order(store):
+    store.enqueue(row("late", 20.0, slice="tenant=b", p_correct=0.5, p_correct_all=[0.5]))
+    store.enqueue(row("early", 10.0, slice="tenant=a", p_correct=0.9, p_correct_all=[0.9, 0.1]))
+    store.label("early", 1, ts=15.0)
+    store.flush()
+    replayed = list(store.replay())
+    assert all(isinstance(r, ReplayRow) for r in replayed)
+    assert replayed == [
+        ReplayRow(10.0, "tenant=a", [0.9, 0.1], 0.9, 1, 15.0),
+        ReplayRow(20.0, "tenant=b", [0.5], 0.5, None, None),
+    ]
+
+
+def test_label_sets_label_and_its_time_in_the_order_it_was_queued(store):
+    store.enqueue(row("r1", 100.0))
+    store.enqueue(row("r2", 101.0))
+    store.label("r1", 0, ts=123.5)  # queued right behind its row: applied after it
+    before = time.time()
+    store.label("r2", 1)  # no ts: now
+    store.flush()
+    after = time.time()
+    r1, r2 = store.get("r1"), store.get("r2")
+    assert (r1["label"], r1["label_ts"]) == (0, 123.5)
+    assert r2["label"] == 1 and before <= r2["label_ts"] <= after
+
+
+def test_labelling_an_unknown_request_does_nothing(store):
+    store.enqueue(row("r1", 100.0))
+    store.label("nobody", 1, ts=5.0)
+    store.flush()
+    assert store.get("nobody") is None
+    assert [r["request_id"] for r in store.export()] == ["r1"]
+    assert store.get("r1")["label"] is None
+
+
+def test_enqueuing_an_existing_request_id_replaces_the_row(store):
+    store.enqueue(row("r1", 100.0, p_correct=0.1, p_correct_all=[0.1], status=502))
+    store.flush()
+    store.enqueue(row("r1", 200.0, p_correct=0.9, p_correct_all=[0.9], status=200))
+    store.flush()
+    rows = store.export()
+    assert len(rows) == 1
+    got = rows[0]
+    assert (got["ts"], got["p_correct"], got["p_correct_all"], got["status"]) == (200.0, 0.9, [0.9], 200)
+
+
+def test_close_drains_the_queue_a_clean_stop_loses_nothing(backend, tmp_path):
+    store = backend.open(tmp_path)
+    n = 1234  # more than one SQLite batch (500), never flushed
+    for i in range(n):
+        store.enqueue(row(f"r{i:05d}", 1000.0 + i))
+    store.label("r00007", 1, ts=2000.0)
+    store.close()
+    reader = backend.reopen(store, tmp_path)
+    try:
+        rows = reader.export(limit=10 * n)
+        assert len(rows) == n
+        assert [r["request_id"] for r in rows] == [f"r{i:05d}" for i in range(n)]
+        assert reader.get("r00007")["label"] == 1
+    finally:
+        reader.close()
+
+
+def test_reads_work_from_another_thread(store):
+    store.enqueue(row("r1", 100.0))
+    store.flush()
+    out: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: out.update(get=store.get("r1"), export=store.export()))
+    worker.start()
+    worker.join(timeout=30)
+    assert out["get"]["request_id"] == "r1" and len(out["export"]) == 1
+
+
+def test_describe_names_the_backend_and_leaks_neither_content_nor_secrets(backend, store):
+    store.enqueue(row("r1", 100.0, prompt="SECRET-PROMPT-TEXT", completion="SECRET-COMPLETION"))
+    store.flush()
+    text = store.describe()
+    assert isinstance(text, str) and text.startswith(backend.name)
+    for secret in ("SECRET-PROMPT-TEXT", "SECRET-COMPLETION", *backend.secrets):
+        assert secret not in text
+
+
+# -- RecordSink --------------------------------------------------------------------------------
+
+SINKS = {
+    "recording": lambda: RecordingSink(),
+    "prometheus": lambda: PrometheusSink(SliceRegistry()),
+}
+
+
+def record(request_id: str = "r1", **values: Any) -> RequestRecord:
+    return RequestRecord(
+        **{
+            "request_id": request_id,
+            "route": "chat",
+            "slice": "tenant=acme",
+            "status": 200,
+            "scored": True,
+            "p_correct": [0.8],
+            "features": {0: {"mean": 0.4}},
+            "tokens": {0: 5},
+            "latency_s": 0.05,
+            **values,
+        }
+    )
+
+
+@pytest.mark.parametrize("make", SINKS.values(), ids=SINKS.keys())
+def test_every_shipped_sink_is_a_record_sink_and_takes_any_outcome(make):
+    sink = make()
+    assert isinstance(sink, RecordSink)
+    assert not isinstance(object(), RecordSink)
+    for reason in (None, *UnscoredReason):
+        scored = reason is None
+        sink.record_finished(record(scored=scored, unscored_reason=reason, p_correct=[0.8] if scored else None))
+    sink.label_received("tenant=acme", True, 0.8)
+    sink.label_received("tenant=acme", False, None)
+
+
+class ExplodingSink:
+    def record_finished(self, record: RequestRecord) -> None:
+        raise RuntimeError("sink down")
+
+    def label_received(self, slice_key: str, correct: bool, p_correct: float | None) -> None:
+        raise RuntimeError("sink down")
+
+
+def test_a_raising_sink_never_reaches_the_request_path(caplog):
+    slices, store, after = SliceRegistry(), MemoryStore(), RecordingSink()
+    monitor = Monitor(slices, store, [ExplodingSink(), after])
+    finished = record("r1", started_at=1000.0)
+    with caplog.at_level(logging.ERROR, logger="entropy_sentinel.monitor.hub"):
+        monitor.finish(finished)
+        monitor.label("tenant=acme", True, 0.8, "r1")
+    # the slice counters, the store and the next sink all still got the request and its label
+    life = slices.summary("tenant=acme", now=1001.0)["windows"]["lifetime"]
+    assert (life["requests"], life["n_scored"], life["estimate"]) == (1, 1, pytest.approx(0.8))
+    assert slices.summary("tenant=acme")["labels"]["n"] == 1
+    assert store.get("r1")["p_correct_all"] == [0.8] and store.get("r1")["label"] == 1
+    assert after.records == [finished] and after.labels == [("tenant=acme", True, 0.8)]
+    assert sum("sink ExplodingSink failed" in r.getMessage() for r in caplog.records) == 2
