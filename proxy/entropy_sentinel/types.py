@@ -49,9 +49,19 @@ class UnscoredReason(enum.StrEnum):
     NOT_SAMPLED = "not_sampled"
     #: the body's logprob fields are not ones the proxy can force safely; relayed untouched
     LOGPROB_FIELDS_NOT_UNDERSTOOD = "logprob_fields_not_understood"
+    #: the request asks for more choices (``n``) than ``signal.max_choices``: forwarded unforced; or the
+    #: upstream sent more choice indexes than that: relayed, the extra ones not tracked
+    TOO_MANY_CHOICES = "too_many_choices"
+    #: the response carried no token with a finite logprob to score from (logprobs ignored, empty,
+    #: NaN, -inf or vLLM's -9999 everywhere)
+    NO_LOGPROBS = "no_logprobs"
+    #: a logprobs block not of the OpenAI shapes (a string logprob, a candidate without one, ...):
+    #: the answer was relayed as the upstream sent it
+    MALFORMED_LOGPROBS = "malformed_logprobs"
     #: the upstream refused forced logprobs; the request was retried as the client sent it
     UPSTREAM_REFUSED_LOGPROBS = "upstream_refused_logprobs"
-    #: the proxy failed on this request (a bug): answered 500, recorded with that status
+    #: the proxy failed on this request (a bug): a 500 when nothing was relayed yet, else the
+    #: upstream's answer relayed as it came
     INTERNAL_ERROR = "internal_error"
     UPSTREAM_STATUS = "upstream_status"
     UPSTREAM_BODY_NOT_JSON = "upstream_body_not_json"

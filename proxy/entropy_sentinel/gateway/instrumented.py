@@ -53,6 +53,13 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw)  # orjson refuses integers beyond 64 bits; the stdlib does not
 
 
+def _dumps(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # an integer beyond 64 bits, which only the stdlib parsed
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _first_text(obj: Any) -> str | None:
     """The first choice's text (chat message content or completion text), for opt-in capture."""
     try:
@@ -168,15 +175,34 @@ class Instrumenter:
         return headers
 
     async def _retry_unforced(
-        self, request: web.Request, plan: LogprobPlan, record: RequestRecord, ids: dict[str, str]
+        self,
+        request: web.Request,
+        plan: LogprobPlan,
+        record: RequestRecord,
+        ids: dict[str, str],
+        reason: UnscoredReason = UnscoredReason.UPSTREAM_REFUSED_LOGPROBS,
     ) -> web.StreamResponse:
-        log.info("request_id=%s upstream refused logprobs; retrying unforced, unscored", record.request_id)
-        record.unscored_reason = UnscoredReason.UPSTREAM_REFUSED_LOGPROBS
+        """The client's own body, relayed untouched and unscored (``reason`` says why)."""
+        log.info("request_id=%s forwarded unforced, unscored: %s", record.request_id, reason.value)
+        record.unscored_reason = reason
         return await forward(request, self.upstream, plan.original_body, ids)
+
+    def _too_many_choices(self, plan: LogprobPlan) -> bool:
+        """More choices than ``signal.max_choices`` (or an ``n`` that is not an integer): not instrumented."""
+        return plan.choices is None or plan.choices > self.max_choices
+
+    @staticmethod
+    def _monitoring_failed(record: RequestRecord, exc: Exception) -> None:
+        """A failure of ours while instrumenting: the answer is relayed as sent, unscored (the log
+        names the exception's type only: its message may quote the upstream's content)."""
+        log.warning("request_id=%s instrumenting failed (%s); relayed unscored", record.request_id, type(exc).__name__)
+        record.unscored_reason = record.unscored_reason or UnscoredReason.INTERNAL_ERROR
 
     async def _unary(
         self, request: web.Request, plan: LogprobPlan, forced: bytes, record: RequestRecord, ids: dict[str, str]
     ) -> web.StreamResponse:
+        if self._too_many_choices(plan):
+            return await self._retry_unforced(request, plan, record, ids, UnscoredReason.TOO_MANY_CHOICES)
         try:
             async with self.upstream.decoded.post(
                 self.upstream.url(request.raw_path), data=forced, headers=self._upstream_headers(request)
@@ -197,13 +223,17 @@ class Instrumenter:
         t0 = time.perf_counter()
         try:
             obj = _loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             record.unscored_reason = UnscoredReason.UPSTREAM_BODY_NOT_JSON
             return web.Response(status=status, body=payload, headers=headers)
-        extractor = ChoiceExtractor(plan, self.top_k)
+        extractor = ChoiceExtractor(plan, self.top_k, self.max_choices)
         if self.monitor is not None and self.monitor.capture_content:
             record.completion = _first_text(obj)
-        body = orjson.dumps(obj) if extractor.process_body(obj) else payload
+        try:
+            body = _dumps(obj) if extractor.process_body(obj) else payload
+        except Exception as exc:  # monitoring never hurts the client
+            self._monitoring_failed(record, exc)
+            body = payload
         record.overhead_s += time.perf_counter() - t0
         scores = await self._finish(record, extractor, obj.get("model") if isinstance(obj, dict) else None)
         if scores is not None:
@@ -213,6 +243,8 @@ class Instrumenter:
     async def _stream(
         self, request: web.Request, plan: LogprobPlan, forced: bytes, record: RequestRecord, ids: dict[str, str]
     ) -> web.StreamResponse:
+        if self._too_many_choices(plan):
+            return await self._retry_unforced(request, plan, record, ids, UnscoredReason.TOO_MANY_CHOICES)
         async with AsyncExitStack() as stack:
             try:
                 up = await stack.enter_async_context(
@@ -300,12 +332,20 @@ class Instrumenter:
             record.features[index] = by_variant[self.entropy_variant]
             record.tokens[index] = len(traj)
             record.upstream_top_k[index] = traj.min_candidates
-        record.scored = bool(record.features) and record.unscored_reason is None
+        if record.unscored_reason is None:  # scored only from finite data, of every choice
+            with_data = bool(record.tokens) and all(record.tokens.values())
+            record.unscored_reason = extractor.unscored or (None if with_data else UnscoredReason.NO_LOGPROBS)
+        record.scored = record.unscored_reason is None
         if not record.scored or self.scorer is None:
             record.overhead_s += time.perf_counter() - t0
             return None
         rows = [record.features_by_variant[i] for i in sorted(record.features)]
-        scores = [float(p) for p in await asyncio.to_thread(self.scorer, rows)]
+        try:
+            scores = [float(p) for p in await asyncio.to_thread(self.scorer, rows)]
+        except Exception as exc:  # a failing estimator leaves the response unscored, never broken
+            record.scored = False
+            self._monitoring_failed(record, exc)
+            return None
         record.p_correct = scores
         record.overhead_s += time.perf_counter() - t0  # wall time: the score delays the response's end
         return scores
@@ -317,7 +357,7 @@ class _StreamRelay:
     def __init__(self, owner: Instrumenter, plan: LogprobPlan, record: RequestRecord) -> None:
         self.owner = owner
         self.record = record
-        self.extractor = ChoiceExtractor(plan, owner.top_k)
+        self.extractor = ChoiceExtractor(plan, owner.top_k, owner.max_choices)
         self.done = False
         self._done_event = b""
         self.capture = owner.monitor is not None and owner.monitor.capture_content
@@ -361,8 +401,11 @@ class _StreamRelay:
             self.record.model = obj["model"]
         if self.capture:
             self._capture(obj)
-        if self.extractor.process_body(obj):
-            return encode_data(orjson.dumps(obj))
+        try:
+            if self.extractor.process_body(obj):
+                return encode_data(orjson.dumps(obj))
+        except Exception as exc:  # monitoring never hurts the client: this event goes out as it came
+            self.owner._monitoring_failed(self.record, exc)
         return raw + b"\n\n"
 
     async def close(self) -> bytes:

@@ -9,14 +9,21 @@ Three shapes of per-token logprobs exist on the wire (DESIGN.md section 4):
 
 Each choice's block of tokens is flattened in one pass (a list comprehension over the parsed JSON)
 and handed to the pure :mod:`entropy_sentinel.signal` core, which batches the numpy work.
+
+Monitoring never hurts the client: a block that is not of these shapes (a string ``logprob``, a
+candidate without one, ``top_logprobs`` as a dict) is relayed as the upstream sent it and marks the
+response unscored (``malformed_logprobs``); so do choice indexes past ``max_choices`` (relayed, not
+tracked: ``too_many_choices``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from entropy_sentinel.signal import Trajectory
+from entropy_sentinel.types import UnscoredReason
 
 Endpoint = Literal["chat", "completions"]
 
@@ -71,6 +78,8 @@ class LogprobPlan:
     #: when the client wants no logprobs: delete the key (llama.cpp chat) rather than set it null
     drop_key: bool = False
     original_body: bytes = b""
+    #: choices the request asks for (``n``; 1 when absent); None when ``n`` is not an integer
+    choices: int | None = 1
 
     @property
     def passthrough(self) -> bool:
@@ -113,28 +122,72 @@ def plan_logprobs(
         body["logprobs"] = forced
     if client_n == 0 and dialect.zero_means_none:
         client_n = None
+    n = body.get("n")
     return LogprobPlan(
         endpoint=endpoint,
         client_n=client_n,
         forced_k=forced,
         stream=stream,
         drop_key=endpoint == "chat" and dialect.chat_key_absent,
+        choices=1 if n is None else n if _is_int(n) else None,
     )
 
 
-def _chat_shape_block(content: list[dict[str, Any]]) -> tuple[list[int], list[Any], list[Any]]:
-    counts = [len(tok.get("top_logprobs") or ()) for tok in content]
-    flat = [cand["logprob"] for tok in content for cand in (tok.get("top_logprobs") or ())]
-    return counts, flat, [tok.get("logprob") for tok in content]
+class MalformedLogprobs(ValueError):
+    """A logprobs block not of the OpenAI shapes; never carries the upstream's values."""
 
 
-def _legacy_block(logprobs: dict[str, Any]) -> tuple[list[int], list[Any], list[Any]]:
-    tops = logprobs.get("top_logprobs") or []
+def _number(value: Any) -> float:
+    """A JSON number as a float; null (or an integer beyond float range) is missing: nan."""
+    if type(value) is float:
+        return value
+    if value is None:
+        return math.nan
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return math.nan
+    raise MalformedLogprobs("a logprob is not a number")
+
+
+def _numbers(values: list[Any]) -> list[float]:
+    if all(type(v) is float for v in values):  # the wire's common case: no copy
+        return values
+    return [_number(v) for v in values]
+
+
+def _rank(value: Any) -> float:
+    """Sort key of a validated legacy logprob: missing ranks last."""
+    x = _number(value)
+    return x if x == x else -math.inf
+
+
+def _chat_shape_block(content: list[Any]) -> tuple[list[int], list[float], list[float]]:
+    try:
+        tops = [tok.get("top_logprobs") or [] for tok in content]
+        if not all(type(t) is list for t in tops):
+            raise MalformedLogprobs("top_logprobs is not a list")
+        flat = [cand["logprob"] for t in tops for cand in t]
+        chosen = [tok.get("logprob") for tok in content]
+    except (AttributeError, KeyError, TypeError):
+        raise MalformedLogprobs("a token or candidate is not an object with a logprob") from None
+    return [len(t) for t in tops], _numbers(flat), _numbers(chosen)
+
+
+def _legacy_block(logprobs: dict[str, Any]) -> tuple[list[int], list[float], list[float]]:
+    tops = logprobs["top_logprobs"]
+    if not all(d is None or type(d) is dict for d in tops):
+        raise MalformedLogprobs("a top_logprobs entry is not an object")
+    tokens = logprobs.get("tokens")
+    if tokens is not None and not (type(tokens) is list and all(type(t) is str for t in tokens)):
+        raise MalformedLogprobs("tokens is not a list of strings")
     counts = [len(d) if d else 0 for d in tops]
-    flat = [v for d in tops if d for v in d.values()]
+    flat = _numbers([v for d in tops if d for v in d.values()])
     chosen = logprobs.get("token_logprobs") or []
-    if len(chosen) != len(counts):
-        chosen = [None] * len(counts)
+    if type(chosen) is not list:
+        raise MalformedLogprobs("token_logprobs is not a list")
+    chosen = _numbers(chosen) if len(chosen) == len(counts) else [math.nan] * len(counts)
     return counts, flat, chosen
 
 
@@ -149,7 +202,7 @@ def _truncate_legacy(tops: list[dict[str, float] | None], chosen: list[str], n: 
             continue
         token = chosen[i] if i < len(chosen) else None
         kept: dict[str, float] = {token: d[token]} if token in d else {}
-        for tok, value in sorted(d.items(), key=lambda kv: kv[1], reverse=True)[:n]:
+        for tok, value in sorted(d.items(), key=lambda kv: _rank(kv[1]), reverse=True)[:n]:
             kept.setdefault(tok, value)
         out.append(kept)
     return out
@@ -157,15 +210,25 @@ def _truncate_legacy(tops: list[dict[str, float] | None], chosen: list[str], n: 
 
 @dataclass(slots=True)
 class ChoiceExtractor:
-    """Extracts each choice's tokens into its trajectory and rewrites it for the client."""
+    """Extracts each choice's tokens into its trajectory and rewrites it for the client.
+
+    At most ``max_choices`` choice indexes are tracked; ``unscored`` says why the response cannot be
+    scored although every choice was relayed (malformed logprobs, more choices than tracked).
+    """
 
     plan: LogprobPlan
     k: int = 20
+    max_choices: int = 16
     trajectories: dict[int, Trajectory] = field(default_factory=dict)
+    unscored: UnscoredReason | None = None
 
-    def trajectory(self, index: int) -> Trajectory:
+    def trajectory(self, index: int) -> Trajectory | None:
+        """The choice's trajectory; None past ``max_choices`` (relayed, not tracked)."""
         traj = self.trajectories.get(index)
         if traj is None:
+            if len(self.trajectories) >= self.max_choices:
+                self.unscored = self.unscored or UnscoredReason.TOO_MANY_CHOICES
+                return None
             traj = self.trajectories[index] = Trajectory(k=self.k)
         return traj
 
@@ -174,31 +237,47 @@ class ChoiceExtractor:
         index = choice.get("index", 0)
         traj = self.trajectory(index if _is_int(index) else 0)
         logprobs = choice.get("logprobs")
-        if not isinstance(logprobs, dict):
+        if logprobs is None:
             return False
-        content = logprobs.get("content")
-        if isinstance(content, list):
-            traj.add(*_chat_shape_block(content))
-        elif isinstance(logprobs.get("top_logprobs"), list):
-            traj.add(*_legacy_block(logprobs))
-        else:
-            return False
+        try:
+            if not isinstance(logprobs, dict):
+                raise MalformedLogprobs("logprobs is not an object")
+            content, tops = logprobs.get("content"), logprobs.get("top_logprobs")
+            if isinstance(content, list):
+                block = _chat_shape_block(content)
+            elif isinstance(tops, list):
+                block = _legacy_block(logprobs)
+            elif content is None and tops is None:
+                return False
+            else:
+                raise MalformedLogprobs("neither content nor top_logprobs is a list")
+        except MalformedLogprobs:
+            self.unscored = self.unscored or UnscoredReason.MALFORMED_LOGPROBS
+            return self._strip(choice)
+        if traj is not None:
+            traj.add(*block)
         return self._rewrite(choice, logprobs, content)
+
+    def _strip(self, choice: dict[str, Any]) -> bool:
+        """A malformed block: removed when the client asked for no logprobs, else relayed as sent."""
+        if self.plan.client_n is not None or self.plan.passthrough:
+            return False
+        if self.plan.drop_key:
+            del choice["logprobs"]
+        else:
+            choice["logprobs"] = None
+        return True
 
     def _rewrite(self, choice: dict[str, Any], logprobs: dict[str, Any], content: Any) -> bool:
         n = self.plan.client_n
         if self.plan.passthrough:
             return False
         if n is None:
-            if self.plan.drop_key:
-                del choice["logprobs"]
-            else:
-                choice["logprobs"] = None
-            return True
+            return self._strip(choice)
         if isinstance(content, list):
             for tok in content:
                 tops = tok.get("top_logprobs")
-                if tops is not None:
+                if type(tops) is list:
                     tok["top_logprobs"] = tops[:n]
         else:
             logprobs["top_logprobs"] = _truncate_legacy(logprobs["top_logprobs"], logprobs.get("tokens") or [], n)

@@ -5,13 +5,18 @@ numbers. So incoming candidate logprobs wait in a small pending batch (at most `
 plain floats) and are turned into signals in one vectorised call when the batch fills or the
 trajectory is read. What stays is three floats per token (top-k entropy, top-k mass, chosen
 logprob) in growable numpy buffers; the candidate lists themselves are never retained.
+
+A token none of whose candidates carries a finite logprob above
+:data:`~entropy_sentinel.signal.entropy.NEG_INF_FLOOR` (no candidates, NaN, ±inf, vLLM's -9999)
+carries no data: it is left out of the trajectory and counted in ``missing``. A trajectory with no
+token left has nothing to be scored from.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from entropy_sentinel.signal.entropy import candidate_matrix, entropy_variant, token_signals
+from entropy_sentinel.signal.entropy import NEG_INF_FLOOR, candidate_matrix, entropy_variant, token_signals
 from entropy_sentinel.signal.features import trajectory_features
 
 _FIELDS = 3  # entropy, mass, chosen logprob
@@ -20,7 +25,7 @@ _FIELDS = 3  # entropy, mass, chosen logprob
 class Trajectory:
     """Per-token signals of one choice of one response."""
 
-    __slots__ = ("_buf", "_n", "_counts", "_flat", "_chosen", "k", "batch", "min_candidates")
+    __slots__ = ("_buf", "_n", "_counts", "_flat", "_chosen", "k", "batch", "min_candidates", "missing")
 
     def __init__(self, k: int = 20, batch: int = 64, capacity: int = 256) -> None:
         self.k = k
@@ -32,9 +37,13 @@ class Trajectory:
         self._chosen: list[float | None] = []
         #: fewest candidates any token carried: shows the upstream really returned top-k
         self.min_candidates: int | None = None
+        #: tokens left out because no candidate carried a finite logprob (see the module docstring)
+        self.missing = 0
 
     def __len__(self) -> int:
-        return self._n + len(self._counts)
+        """Tokens with data (the pending batch is flushed first: a token without data is not one)."""
+        self._flush()
+        return self._n
 
     def add(self, counts: list[int], flat_logprobs: list[float | None], chosen: list[float | None]) -> None:
         """Queue a block of tokens: candidates per token, their logprobs flattened, chosen logprobs."""
@@ -54,15 +63,20 @@ class Trajectory:
         matrix = candidate_matrix(self._counts, self._flat)
         signals = token_signals(matrix, np.array(self._chosen, dtype=np.float64), self.k)
         self._counts, self._flat, self._chosen = [], [], []
-        t = signals.entropy.size
+        entropy, mass, chosen = signals.entropy, signals.mass, signals.chosen_logprob
+        valid = ((matrix > NEG_INF_FLOOR) & (matrix < np.inf)).any(axis=1)  # NaN compares False
+        if not valid.all():
+            self.missing += int(valid.size - valid.sum())
+            entropy, mass, chosen = entropy[valid], mass[valid], chosen[valid]
+        t = entropy.size
         need = self._n + t
         if need > self._buf.shape[1]:
             grown = np.empty((_FIELDS, max(need, 2 * self._buf.shape[1])), dtype=np.float64)
             grown[:, : self._n] = self._buf[:, : self._n]
             self._buf = grown
-        self._buf[0, self._n : need] = signals.entropy
-        self._buf[1, self._n : need] = signals.mass
-        self._buf[2, self._n : need] = signals.chosen_logprob
+        self._buf[0, self._n : need] = entropy
+        self._buf[1, self._n : need] = mass
+        self._buf[2, self._n : need] = chosen
         self._n = need
 
     @property
