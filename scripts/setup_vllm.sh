@@ -11,7 +11,7 @@
 #   SENTINEL_VLLM_MODEL_DIR  HF model dir  (default ~/.cache/entropy-sentinel/gemma-3-270m-hf)
 #   SENTINEL_PYTHON          base Python 3.11 interpreter (default python3)
 # Prints, last, the lines VLLM_VENV=... MODEL_DIR=... GGUF=...
-# See DESIGN.md section 5; scripts/start_vllm.sh starts the server.
+# See docs/architecture.md ("Real upstreams"); scripts/start_vllm.sh starts the server.
 set -euo pipefail
 
 VLLM_VERSION="0.32.0"

@@ -1,5 +1,5 @@
 """deploy/: the Grafana dashboard and the Prometheus alert rules use only the metrics the proxy exports
-(DESIGN.md section 1), and the alerts fire on the traffic they describe (``promtool test rules``
+(docs/architecture.md, "Metrics"), and the alerts fire on the traffic they describe (``promtool test rules``
 when Debian's ``prometheus`` package is installed)."""
 
 from __future__ import annotations

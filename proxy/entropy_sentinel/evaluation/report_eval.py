@@ -18,7 +18,8 @@ from entropy_sentinel.stats.scores import ReliabilityBins
 
 __all__ = ["markdown_summary", "write_evaluation"]
 
-#: The paper's own numbers (DESIGN.md section 3), printed under the summary for comparison.
+#: The paper's own numbers (docs/architecture.md, "The paper's method and numbers"), printed under the
+#: summary for comparison.
 PAPER_REFERENCE = (
     "Paper (its CSVs): median AEE at k=4 from 0.082 (Phi-3.5) to 0.196 (Qwen3-8B); median Spearman 0.939; "
     "per-benchmark AUROC 0.58 (GPQA) to 0.84 (MATH); ATC on max entropy beats the forest on median AEE, "

@@ -1,6 +1,6 @@
 """OpenAI wire rewriting: force top-k logprobs upstream, give the client what it asked for.
 
-Three shapes of per-token logprobs exist on the wire (DESIGN.md section 4):
+Three shapes of per-token logprobs exist on the wire (docs/architecture.md, "Wire facts"):
 
 * chat (and llama.cpp's completions): ``logprobs.content[] = {token, logprob, bytes,
   top_logprobs: [{token, logprob, bytes}, ...]}``
