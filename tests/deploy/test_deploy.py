@@ -17,10 +17,11 @@ from tests.paths import ROOT
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 ALERTS = ROOT / "deploy" / "prometheus-alerts.yaml"
 
-HISTOGRAMS = {"sentinel_p_correct", "sentinel_overhead_seconds"}
+# no histogram carries a slice label: its buckets would multiply the series of every slice (issue 11.4)
+HISTOGRAMS = {"sentinel_p_correct_distribution", "sentinel_overhead_seconds"}
 METRICS = {
-    "sentinel_requests_total", "sentinel_scored_total", "sentinel_p_correct_sum", "sentinel_estimated_accuracy",
-    "sentinel_upstream_errors_total",
+    "sentinel_requests_total", "sentinel_scored_total", "sentinel_p_correct_sum", "sentinel_p_correct_count",
+    "sentinel_estimated_accuracy", "sentinel_upstream_errors_total",
     *(h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")),
 }
 LABELS = {"slice", "route", "status", "kind", "window", "bound", "le", "instance", "job"}
@@ -121,10 +122,11 @@ def test_dashboard_shape():
     exprs = "\n".join(_dashboard_exprs(dash))
     for needle in (
         "sum by (slice)(rate(sentinel_p_correct_sum",
+        "sum by (slice)(rate(sentinel_p_correct_count",
         "sentinel_estimated_accuracy",
         "sentinel_requests_total",
         "sentinel_scored_total",
-        "sentinel_p_correct_bucket",
+        "sentinel_p_correct_distribution_bucket",
         "histogram_quantile(0.5, sum by (le)(rate(sentinel_overhead_seconds_bucket",
         "histogram_quantile(0.99, sum by (le)(rate(sentinel_overhead_seconds_bucket",
         "sentinel_upstream_errors_total",
@@ -138,6 +140,8 @@ def test_every_expression_uses_only_exported_metrics_and_labels():
     assert len(exprs) >= 15
     for expr in exprs:
         assert metric_names(expr) <= METRICS, (expr, metric_names(expr) - METRICS)
+        # the windowed estimate divides summed P(correct) by the choices summed, not by the responses
+        assert "rate(sentinel_p_correct_sum" not in expr or "sentinel_p_correct_count" in expr, expr
         assert metric_names(expr), expr
         assert label_names(expr) <= LABELS, (expr, label_names(expr) - LABELS)
     for expr in exprs:  # gauge bounds and windows are the values the proxy exports
@@ -169,15 +173,24 @@ PROMTOOL_TESTS = """
 rule_files: [{rules}]
 evaluation_interval: 1m
 tests:
-  # slice a: P(correct) 0.40, slice b: 0.90, slice c: 0.90 for a day then 0.55; 1 scored response a second
+  # slice a: P(correct) 0.40, slice b: 0.90, slice c: 0.90 for a day then 0.55; 1 scored response a second,
+  # of 2 choices in slices a-c (so sentinel_p_correct_count runs at twice sentinel_scored_total)
   - interval: 1m
     input_series:
       - series: 'sentinel_p_correct_sum{{slice="a"}}'
-        values: '0+24x1560'
+        values: '0+48x1560'
       - series: 'sentinel_p_correct_sum{{slice="b"}}'
-        values: '0+54x1560'
+        values: '0+108x1560'
       - series: 'sentinel_p_correct_sum{{slice="c"}}'
-        values: '0+54x1440 77793+33x120'
+        values: '0+108x1440 155586+66x120'
+      - series: 'sentinel_p_correct_count{{slice="a"}}'
+        values: '0+120x1560'
+      - series: 'sentinel_p_correct_count{{slice="b"}}'
+        values: '0+120x1560'
+      - series: 'sentinel_p_correct_count{{slice="c"}}'
+        values: '0+120x1560'
+      - series: 'sentinel_p_correct_count{{slice="quiet"}}'
+        values: '0+0.2x1560'
       - series: 'sentinel_scored_total{{slice="a"}}'
         values: '0+60x1560'
       - series: 'sentinel_scored_total{{slice="b"}}'
@@ -187,7 +200,7 @@ tests:
       - series: 'sentinel_scored_total{{slice="quiet"}}'
         values: '0+0.1x1560'
       - series: 'sentinel_p_correct_sum{{slice="quiet"}}'
-        values: '0+0.01x1560'
+        values: '0+0.02x1560'
       - series: 'sentinel_estimated_accuracy{{slice="a",window="1h",bound="upper"}}'
         values: '0.45x1560'
       - series: 'sentinel_estimated_accuracy{{slice="b",window="1h",bound="upper"}}'

@@ -122,7 +122,7 @@ async def metrics(request: web.Request) -> web.Response:
     sink = next((s for s in request.app[MONITOR_KEY].sinks if isinstance(s, PrometheusSink)), None)
     if sink is None:
         return error_response(404, "No Prometheus sink is configured.", code="no_metrics")
-    body = generate_latest(sink.registry)
+    body = await asyncio.to_thread(generate_latest, sink.registry)  # ~0.3 s at 1,000 slices: not on the loop
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

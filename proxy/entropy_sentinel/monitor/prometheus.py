@@ -2,13 +2,19 @@
 
 Every ``slice`` label value comes from the bounded slice registry (overflow is ``other``), so
 clients cannot create series at will; the metric names are the contract in docs/architecture.md.
+
+Per slice only additive series (counters, a sum and a count): with ``monitor.max_slices`` slices a
+per-slice histogram multiplied the series by its buckets (27,056 series, 2.2 MB a scrape at 1,000
+slices). The P(correct) distribution is one histogram over all slices. ``/sentinel/metrics``
+renders the text in a worker thread: the loop keeps relaying while a scrape is written (a value
+updated meanwhile is read as before or after the update; the next scrape has it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -44,12 +50,18 @@ class PrometheusSink:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("sentinel_requests", "Instrumented requests", ["route", "slice", "status"], registry=r)
-        self.scored = Counter("sentinel_scored", "Responses scored with P(correct)", ["slice"], registry=r)
-        # A histogram per slice: its series sentinel_p_correct_sum{slice} is the contract's summed
-        # P(correct), so rate(sentinel_p_correct_sum) / rate(sentinel_scored_total) is the windowed
-        # estimate (a separate counter of that name would collide with the histogram's _sum).
-        self.p_correct = Histogram(
-            "sentinel_p_correct", "P(correct) of scored responses", ["slice"],
+        self.scored = Counter(
+            "sentinel_scored", "Responses scored with P(correct) (one per response, whatever its n)", ["slice"],
+            registry=r,
+        )
+        # sentinel_p_correct_sum{slice} / _count{slice}: P(correct) summed over scored choices, and
+        # those choices (n per response); rate(_sum) / rate(_count) is the windowed estimate. A summary
+        # without quantiles is exactly those two additive series.
+        self.p_correct = Summary(
+            "sentinel_p_correct", "P(correct) of scored choices: its sum and count", ["slice"], registry=r
+        )
+        self.p_correct_distribution = Histogram(
+            "sentinel_p_correct_distribution", "P(correct) of scored choices, all slices together",
             buckets=[i / 10 for i in range(1, 11)], registry=r,
         )
         self.overhead = Histogram(
@@ -68,11 +80,13 @@ class PrometheusSink:
         reason = record.unscored_reason
         if reason is not None and reason.upstream_failure:
             self.upstream_errors.labels(reason.value).inc()
-        if reason is not None and not reason.counts_as_traffic:
+        if (reason is not None and not reason.counts_as_traffic) or not record.p_correct:
             return
-        for p in record.p_correct or ():
-            self.scored.labels(record.slice).inc()
-            self.p_correct.labels(record.slice).observe(p)
+        self.scored.labels(record.slice).inc()
+        summary = self.p_correct.labels(record.slice)
+        for p in record.p_correct:
+            summary.observe(p)
+            self.p_correct_distribution.observe(p)
 
     def label_received(self, slice_key: str, correct: bool, p_correct: float | None) -> None:
         self.labels.labels(slice_key, "true" if correct else "false").inc()
