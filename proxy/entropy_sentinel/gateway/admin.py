@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -21,6 +23,7 @@ from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.monitor.hub import Monitor, feedback_payload
 from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
+from entropy_sentinel.monitor.store import RecordStore
 from entropy_sentinel.stats.intervals import spread_of
 
 INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)
@@ -103,19 +106,31 @@ async def feedback(request: web.Request) -> web.Response:
         return error_response(400, f"Invalid feedback: {exc}.", code="invalid_feedback")
     monitor = request.app[MONITOR_KEY]
     record = request.app[RECORDS_KEY].get(request_id)
-    if record is not None:
-        slice_key, p, labelled = record.slice, (record.p_correct or [None])[0], record.label is not None
-    else:
-        row = await asyncio.to_thread(monitor.store.get, request_id) if monitor.store is not None else None
-        if row is None:
-            return error_response(404, "No request with that id to label.", code="request_not_found")
-        slice_key, p, labelled = row["slice"], row["p_correct"], row["label"] is not None
-    if labelled:
-        return error_response(409, "That request is already labelled.", code="already_labelled")
-    if record is not None:
+    if record is not None:  # in memory: checked and set with no await in between, so taken once
+        reason = record.unscored_reason
+        if reason is not None and not reason.counts_as_traffic:
+            message = "That request was refused by the proxy: there is no answer to label."
+            return error_response(409, message, code="request_refused")
+        if record.label is not None:
+            return error_response(409, "That request is already labelled.", code="already_labelled")
         record.label = int(correct)
-    monitor.label(monitor.slices.admit(slice_key), correct, p, request_id)
-    return _json({"request_id": request_id, "correct": correct, "slice": slice_key})
+        monitor.label(monitor.slices.admit(record.slice), correct, (record.p_correct or [None])[0], request_id)
+        return _json({"request_id": request_id, "correct": correct, "slice": record.slice})
+    store = monitor.store  # no longer in memory: the store's conditional write decides (RecordStore.try_label)
+    row = await asyncio.to_thread(_durable_row, store, request_id) if store is not None else None
+    if store is None or row is None:
+        return error_response(404, "No request with that id to label.", code="request_not_found")
+    if not await asyncio.to_thread(store.try_label, request_id, int(correct), time.time()):
+        return error_response(409, "That request is already labelled.", code="already_labelled")
+    monitor.count_label(monitor.slices.admit(row["slice"]), correct, row["p_correct"])
+    return _json({"request_id": request_id, "correct": correct, "slice": row["slice"]})
+
+
+def _durable_row(store: RecordStore, request_id: str) -> dict[str, Any] | None:
+    """The stored row, after a flush: a label queued while the record was still in memory is then
+    committed before the store is asked to take another."""
+    store.flush()
+    return store.get(request_id)
 
 
 async def metrics(request: web.Request) -> web.Response:

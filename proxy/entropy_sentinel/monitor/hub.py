@@ -103,14 +103,19 @@ class Monitor:
             )
 
     def label(self, slice_key: str, correct: bool, p: float | None, request_id: str) -> None:
+        """A label taken on the in-memory record: counted, and queued to the store behind its row."""
+        self.count_label(slice_key, correct, p)
+        if self.store is not None:
+            self.store.label(request_id, int(correct))
+
+    def count_label(self, slice_key: str, correct: bool, p: float | None) -> None:
+        """A label already taken (by the record or by :meth:`RecordStore.try_label`): counters, sinks."""
         self.slices.record_label(slice_key, int(correct), p, time.time())
         for sink in self.sinks:
             try:
                 sink.label_received(slice_key, correct, p)
             except Exception:
                 log.exception("sink %s failed on a label", type(sink).__name__)
-        if self.store is not None:
-            self.store.label(request_id, int(correct))
 
     def replay_store(self) -> int:
         """Rebuild the slice counters from the store (after a restart). Returns rows replayed."""

@@ -28,10 +28,15 @@ class MemoryStore:
             self._rows[stored["request_id"]] = stored
 
     def label(self, request_id: str, label: int, ts: float | None = None) -> None:
-        with self._lock:
+        self.try_label(request_id, label, ts)
+
+    def try_label(self, request_id: str, label: int, ts: float | None = None) -> bool:
+        with self._lock:  # the check and the write under one lock: the double's conditional write
             row = self._rows.get(request_id)
-            if row is not None:
-                row["label"], row["label_ts"] = int(label), time.time() if ts is None else ts
+            if row is None or row["label"] is not None:
+                return False
+            row["label"], row["label_ts"] = int(label), time.time() if ts is None else ts
+            return True
 
     def flush(self) -> None:
         return None

@@ -2,7 +2,8 @@
 
 The gateway only enqueues (``put_nowait``); a writer thread commits in batches (every
 ``flush_interval_s`` or ``batch_size`` rows) in WAL mode, so a committed batch survives a kill and
-a clean shutdown drains the queue first.
+a clean shutdown drains the queue first. ``try_label`` is the one synchronous write: a conditional
+``UPDATE`` on its own connection (SQLite serialises it with the writer thread's batches).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ CREATE INDEX IF NOT EXISTS requests_slice_ts ON requests(slice, ts);
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
 """
 _INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_LABEL = "UPDATE requests SET label = ?, label_ts = ? WHERE request_id = ?"
+#: labels are set once: never overwritten, by the queue or by feedback (RecordStore.try_label)
+_LABEL = "UPDATE requests SET label = ?, label_ts = ? WHERE request_id = ? AND label IS NULL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,8 @@ class SQLiteStore:
         self.retention_s = retention_days * 86400.0
         self._queue: queue.Queue[Any] = queue.Queue()
         self.written = 0
+        self._label_conn: sqlite3.Connection | None = None
+        self._label_lock = threading.Lock()
         with self._connect() as conn:
             conn.executescript(SCHEMA)
         self._thread = threading.Thread(target=self._writer, name="sentinel-store", daemon=True)
@@ -96,6 +100,16 @@ class SQLiteStore:
 
     def label(self, request_id: str, label: int, ts: float | None = None) -> None:
         self._queue.put_nowait(_Label(request_id, int(label), time.time() if ts is None else ts))
+
+    # -- feedback: synchronous, from a thread --------------------------------------------------
+    def try_label(self, request_id: str, label: int, ts: float | None = None) -> bool:
+        """Set the label of a committed row that has none; True when this call set it."""
+        with self._label_lock:
+            if self._label_conn is None:
+                self._label_conn = self._connect()
+            with self._label_conn as conn:
+                cursor = conn.execute(_LABEL, (int(label), time.time() if ts is None else ts, request_id))
+            return cursor.rowcount == 1
 
     # -- writer thread -------------------------------------------------------------------------
     def _writer(self) -> None:
@@ -154,6 +168,10 @@ class SQLiteStore:
         """Drain everything queued, then stop the writer (a clean shutdown loses nothing)."""
         self._queue.put(_STOP)
         self._thread.join(timeout=60)
+        with self._label_lock:
+            if self._label_conn is not None:
+                self._label_conn.close()
+                self._label_conn = None
 
     # -- reads (from a thread: asyncio.to_thread) ----------------------------------------------
     def get(self, request_id: str) -> dict[str, Any] | None:

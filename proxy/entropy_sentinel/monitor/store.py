@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["COLUMNS", "JSON_COLUMNS", "TEXT_COLUMNS", "RecordStore", "ReplayRow", "decode_row", "encode_value"]
 
-#: the stored row, in order; ``label``/``label_ts`` are set by :meth:`RecordStore.label`
+#: the stored row, in order; ``label``/``label_ts`` are set by :meth:`RecordStore.try_label` (or ``label``)
 COLUMNS: tuple[str, ...] = (
     "request_id", "ts", "slice", "route", "model", "status", "scored", "p_correct", "p_correct_all",
     "features", "tokens", "latency_s", "label", "label_ts", "prompt", "completion",
@@ -53,12 +53,21 @@ class RecordStore(Protocol):
     * ``get``/``export``/``replay`` read durable rows (call them from a thread); rows are dicts over
       :data:`COLUMNS` with JSON columns decoded (:func:`decode_row`).
     * Enqueuing an existing ``request_id`` replaces that row; labelling an unknown id does nothing.
+    * A label is set once: ``try_label(request_id, label, ts)`` is synchronous (call it from a thread)
+      and sets the label of a durable row that has none in one conditional write (SQL:
+      ``UPDATE ... SET label = ? WHERE request_id = ? AND label IS NULL``, then the affected row
+      count), never a read-then-write; it returns whether this call set it. Of any number of calls
+      for one row, concurrent or not, from one process or several, exactly one returns True; an
+      unknown (or not yet durable) id returns False. ``/sentinel/v1/feedback`` relies on it for a
+      request no longer in memory. The queued ``label`` is conditional too: it never overwrites.
     * ``describe()`` names the backend and its location for the start-up log (no secrets).
     """
 
     def enqueue(self, row: Mapping[str, Any]) -> None: ...
 
     def label(self, request_id: str, label: int, ts: float | None = None) -> None: ...
+
+    def try_label(self, request_id: str, label: int, ts: float | None = None) -> bool: ...
 
     def flush(self) -> None: ...
 

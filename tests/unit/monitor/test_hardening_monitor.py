@@ -91,3 +91,80 @@ async def test_a_scrape_of_1000_slices_does_not_stall_the_loop():
     assert resp.status == 200 and 'slice="tenant=t999"' in text
     # rendered on the loop, the longest gap would be the whole rendering (most of the scrape)
     assert max(gaps) < max(scrape / 2, 0.05), (max(gaps), scrape)
+
+
+# -- 2: a label is taken once, also once the record has left memory, also concurrently ---------------
+
+
+async def answer(request: web.Request, up) -> web.Response:
+    top = [{"token": "4", "logprob": -0.5, "bytes": []}, {"token": "5", "logprob": -1.5, "bytes": []}]
+    return web.json_response(
+        {
+            "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop",
+                         "logprobs": {"content": [{"token": "4", "logprob": -0.5, "top_logprobs": top}]}}],
+        }
+    )
+
+
+async def ask(session: aiohttp.ClientSession, url: str, body: bytes | None = None) -> str:
+    payload = body if body is not None else b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    async with session.post(url + "/chat/completions", data=payload) as resp:
+        await resp.read()
+        return resp.headers["X-Sentinel-Request-Id"]
+
+
+async def label(session: aiohttp.ClientSession, root: str, request_id: str, correct: bool = True) -> tuple[int, dict]:
+    body = {"request_id": request_id, "correct": correct}
+    async with session.post(root + "/sentinel/v1/feedback", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+def labels_counted(proxy) -> int:
+    return proxy.app[MONITOR_KEY].slices.summary("")["labels"]["n"]
+
+
+async def test_feedback_outside_the_memory_window_is_taken_once(tmp_path):
+    store = {"path": str(tmp_path / "s.db")}
+    async with scripted_upstream(answer) as up, running_proxy(
+        up.url, dialect="openai", store=store, server={"recent_requests": 1}
+    ) as proxy, aiohttp.ClientSession() as session:
+        first, second, third = [await ask(session, proxy.url) for _ in range(3)]
+        assert proxy.records.get(first) is None and proxy.records.get(second) is None  # only in the store now
+        sequential = [(await label(session, proxy.root, first, correct=i == 0))[0] for i in range(3)]
+        concurrent = await asyncio.gather(*(label(session, proxy.root, second) for _ in range(20)))
+        in_memory = await asyncio.gather(*(label(session, proxy.root, third) for _ in range(20)))
+        counted = labels_counted(proxy)
+        await asyncio.to_thread(proxy.app[MONITOR_KEY].store.flush)  # the in-memory label is queued
+        rows = {r["request_id"]: r for r in proxy.app[MONITOR_KEY].store.export()}
+    assert sequential == [200, 409, 409]
+    assert sorted(status for status, _ in concurrent) == [200] + [409] * 19
+    assert sorted(status for status, _ in in_memory) == [200] + [409] * 19
+    assert {body["error"]["code"] for status, body in concurrent + in_memory if status == 409} == {"already_labelled"}
+    assert counted == 3
+    assert [rows[r]["label"] for r in (first, second, third)] == [1, 1, 1]
+
+
+async def test_feedback_after_a_restart_is_taken_once(tmp_path):
+    store = {"path": str(tmp_path / "s.db")}
+    async with scripted_upstream(answer) as up:
+        async with running_proxy(up.url, dialect="openai", store=store) as proxy, aiohttp.ClientSession() as session:
+            request_id = await ask(session, proxy.url)
+        for restart in range(2):  # two restarts: the second sees the label the first took
+            async with running_proxy(up.url, dialect="openai", store=store) as proxy, aiohttp.ClientSession() as s:
+                answers = await asyncio.gather(*(label(s, proxy.root, request_id) for _ in range(5)))
+            assert sorted(status for status, _ in answers) == ([200] + [409] * 4 if restart == 0 else [409] * 5)
+
+
+async def test_feedback_for_a_request_the_proxy_refused_is_refused(tmp_path):
+    async with scripted_upstream(answer) as up, running_proxy(
+        up.url, dialect="openai", store={"path": str(tmp_path / "s.db")}, server={"recent_requests": 1}
+    ) as proxy, aiohttp.ClientSession() as session:
+        refused = await ask(session, proxy.url, b"{not json")
+        in_memory = await label(session, proxy.root, refused)
+        await ask(session, proxy.url)  # evicts it: it was never stored
+        evicted = await label(session, proxy.root, refused)
+        counted = labels_counted(proxy)
+    assert in_memory[0] == 409 and in_memory[1]["error"]["code"] == "request_refused"
+    assert evicted[0] == 404 and evicted[1]["error"]["code"] == "request_not_found"
+    assert counted == 0

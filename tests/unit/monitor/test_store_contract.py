@@ -162,6 +162,44 @@ def test_labelling_an_unknown_request_does_nothing(store):
     assert store.get("r1")["label"] is None
 
 
+def test_try_label_takes_a_label_once_and_the_queued_label_never_overwrites(store):
+    store.enqueue(row("r1", 100.0))
+    store.flush()
+    assert store.try_label("r1", 0, ts=110.0) is True
+    assert store.try_label("r1", 1, ts=120.0) is False
+    assert store.try_label("r1", 0, ts=130.0) is False
+    store.label("r1", 1, ts=140.0)  # queued: conditional too
+    store.flush()
+    got = store.get("r1")
+    assert (got["label"], got["label_ts"]) == (0, 110.0)
+    assert store.try_label("nobody", 1) is False
+    assert store.get("nobody") is None
+
+
+def test_try_label_from_20_concurrent_threads_takes_exactly_one(backend, store, tmp_path):
+    store.enqueue(row("r1", 100.0))
+    store.flush()
+    other = backend.reopen(store, tmp_path)  # SQLite: a second store on the file, as a second process
+    start = threading.Barrier(20)
+    taken: list[tuple[int, bool]] = []
+
+    def attempt(i: int) -> None:
+        start.wait(timeout=30)
+        taken.append((i, (store if i % 2 else other).try_label("r1", i % 2, ts=float(i))))
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if other is not store:
+        other.close()
+    winners = [i for i, ok in taken if ok]
+    assert len(taken) == 20 and len(winners) == 1
+    got = store.get("r1")
+    assert (got["label"], got["label_ts"]) == (winners[0] % 2, float(winners[0]))
+
+
 def test_enqueuing_an_existing_request_id_replaces_the_row(store):
     store.enqueue(row("r1", 100.0, p_correct=0.1, p_correct_all=[0.1], status=502))
     store.flush()
