@@ -40,8 +40,9 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
 
 def request_headers(headers: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()) -> CIMultiDict[str]:
     """Client headers for the upstream: hop-by-hop and ``X-Sentinel-*`` removed, the rest as-is
-    (``Authorization`` included)."""
-    drop = HOP_BY_HOP | _connection_listed(headers) | {h.lower() for h in extra_drop}
+    (``Authorization`` included). ``Content-Encoding`` goes too: the body forwarded is the one aiohttp
+    inflated (see ``request_body.check_content_encoding``, which refuses codings it does not inflate)."""
+    drop = HOP_BY_HOP | _connection_listed(headers) | {"content-encoding"} | {h.lower() for h in extra_drop}
     return CIMultiDict(
         (k, v) for k, v in headers.items() if k.lower() not in drop and not k.lower().startswith(SENTINEL_PREFIX)
     )
@@ -50,11 +51,14 @@ def request_headers(headers: CIMultiDictProxy[str], extra_drop: Iterable[str] = 
 def response_headers(
     headers: CIMultiDictProxy[str], keep_length: bool, drop_encoding: bool = False
 ) -> CIMultiDict[str]:
-    """Upstream headers for the client. ``Content-Length`` survives only when the bytes do."""
+    """Upstream headers for the client. ``Content-Length`` survives only when the bytes do. An
+    upstream's own ``X-Sentinel-*`` never does: only the proxy says those (a spoofed P(correct))."""
     drop = (HOP_BY_HOP - ({"content-length"} if keep_length else set())) | _connection_listed(headers)
     if drop_encoding:
         drop = drop | {"content-encoding"}
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    return CIMultiDict(
+        (k, v) for k, v in headers.items() if k.lower() not in drop and not k.lower().startswith(SENTINEL_PREFIX)
+    )
 
 
 class UpstreamHTTP:
