@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from entropy_sentinel import __version__
 from entropy_sentinel.gateway.errors import error_response
 from entropy_sentinel.gateway.instrumented import Instrumenter
+from entropy_sentinel.gateway.request_body import read_body
 from entropy_sentinel.monitor.hub import Monitor, feedback_payload
 from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
@@ -44,8 +46,8 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     token = request.app[ADMIN_TOKEN_KEY]
     path = request.path
     if token and path.startswith("/sentinel/") and path != "/sentinel/healthz":
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        given = request.headers.get("Authorization", "")  # non-UTF-8 bytes arrive as surrogates
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()):
             message = "This admin route needs Authorization: Bearer <admin token>."
             return error_response(401, message, code="unauthorized")
     return await handler(request)
@@ -97,7 +99,7 @@ async def slices(request: web.Request) -> web.Response:
 
 async def feedback(request: web.Request) -> web.Response:
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_body(request))
     except orjson.JSONDecodeError:
         return error_response(400, "Invalid feedback: the body is not JSON.", code="invalid_feedback")
     try:
@@ -147,9 +149,13 @@ async def export(request: web.Request) -> web.Response:
         return error_response(404, "No store is configured.", code="no_store")
     try:
         since = float(request.query.get("since", "0"))
-        limit = min(int(request.query.get("limit", "10000")), 100_000)
+        limit = int(request.query.get("limit", "10000"))
     except ValueError:
-        return error_response(400, "since and limit must be numbers.", code="invalid_query")
+        since, limit = math.nan, 0
+    if not math.isfinite(since) or limit < 1:  # SQLite reads LIMIT -1 as "no limit"
+        message = "since must be a finite number (a UNIX time) and limit a positive integer (at most 100000)."
+        return error_response(400, message, code="invalid_query")
+    limit = min(limit, 100_000)
     return _json({"records": await asyncio.to_thread(store.export, since, limit)})
 
 

@@ -17,8 +17,11 @@ from entropy_sentinel.gateway.admin import (
     add_routes,
     admin_auth,
 )
+from entropy_sentinel.gateway.errors import openai_errors
 from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.instrumented import Instrumenter
+from entropy_sentinel.gateway.logsafe import install_redaction
+from entropy_sentinel.gateway.paths import path_guard
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
 from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
 from entropy_sentinel.monitor.hub import Monitor
@@ -103,7 +106,11 @@ def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
 
 def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = None) -> web.Application:
     """The proxy in front of ``upstream_url`` (an OpenAI-compatible base URL)."""
-    app = web.Application(client_max_size=int(cfg.server.max_body_mb * 1024 * 1024), middlewares=[admin_auth])
+    install_redaction()  # aiohttp's server errors quote the raw request (API keys included)
+    app = web.Application(
+        client_max_size=int(cfg.server.max_body_mb * 1024 * 1024),
+        middlewares=[openai_errors, path_guard, admin_auth],  # outermost first
+    )
     records = RecentRecords(cfg.server.recent_requests)
     app[RECORDS_KEY] = records
     app[ADMIN_TOKEN_KEY] = cfg.admin.token

@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from entropy_sentinel.gateway.errors import error_response
+from entropy_sentinel.gateway.request_body import read_body
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP, classify_error, request_headers, response_headers
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,12 @@ async def forward(
     body: bytes | None = None,
     extra_headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Relay one request; ``body`` replaces the client's body when given (already read)."""
+    """Relay one request; ``body`` replaces the client's body when given (already read).
+
+    The path is the one routed: ``paths.path_guard`` has refused any that the client session would
+    normalize elsewhere."""
     if body is None:
-        body = await request.read()
+        body = await read_body(request)  # a ProxyError (408/413/415/400) is answered by the middleware
     try:
         async with upstream.raw.request(
             request.method,

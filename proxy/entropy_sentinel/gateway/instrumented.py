@@ -19,8 +19,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from entropy_sentinel.gateway.errors import error_body, error_response
+from entropy_sentinel.gateway.errors import REQUEST_ID_KEY, ProxyError, error_body, error_response
 from entropy_sentinel.gateway.forward import forward
+from entropy_sentinel.gateway.request_body import encode_request_json, parse_request_json, read_body, utf8_or_none
 from entropy_sentinel.gateway.sse import (
     DONE,
     MAX_EVENT_BYTES,
@@ -138,28 +139,29 @@ class Instrumenter:
         self, request: web.Request, endpoint: Endpoint, record: RequestRecord, ids: dict[str, str]
     ) -> web.StreamResponse:
         """Validate, rewrite, relay. Bad input is answered here, in OpenAI's error shape."""
+        request[REQUEST_ID_KEY] = record.request_id  # for an error the middleware answers
         if self.monitor is not None:
+            slice_headers = request.headers.getall("X-Sentinel-Slice", [])
             try:
-                record.slice = self.monitor.slice_of(
-                    request.headers.get("X-Sentinel-Slice"), request.headers.get("Authorization")
+                if len(slice_headers) > 1:
+                    raise SliceError("send one X-Sentinel-Slice header (its tags comma-separated), not several")
+                record.slice = self.monitor.slice_of(  # a key whose bytes are not UTF-8 matches no tenant
+                    slice_headers[0] if slice_headers else None, utf8_or_none(request.headers.get("Authorization"))
                 )
             except SliceError as exc:
                 record.unscored_reason = UnscoredReason.INVALID_REQUEST
                 return error_response(400, str(exc), code="invalid_slice", param="X-Sentinel-Slice", headers=ids)
-        raw = await request.read()
         try:
-            obj = _loads(raw)
-        except ValueError:
+            raw = await read_body(request)
+            obj = parse_request_json(raw)
+        except ProxyError as exc:  # 400 (JSON), 408 (too slow), 413 (too big), 415 (coding)
             record.unscored_reason = UnscoredReason.INVALID_REQUEST
-            return error_response(400, "The request body is not valid JSON.", code="invalid_json", headers=ids)
-        if not isinstance(obj, dict):
-            record.unscored_reason = UnscoredReason.INVALID_REQUEST
-            return error_response(400, "The request body must be a JSON object.", code="invalid_body", headers=ids)
+            return exc.response(ids)
         record.stream = obj.get("stream") is True
         sampled = self.monitor is None or self.monitor.sampled(record.slice)
         plan = plan_logprobs(obj, endpoint, self.top_k, self.dialect) if sampled else None
         if self.monitor is not None and self.monitor.capture_content:
-            record.prompt = orjson.dumps(obj.get("messages", obj.get("prompt"))).decode()[:65536]
+            record.prompt = encode_request_json(obj.get("messages", obj.get("prompt"))).decode()[:65536]
         if plan is None:
             record.unscored_reason = (
                 UnscoredReason.LOGPROB_FIELDS_NOT_UNDERSTOOD if sampled else UnscoredReason.NOT_SAMPLED
@@ -167,7 +169,7 @@ class Instrumenter:
             return await forward(request, self.upstream, raw, ids)
         plan.original_body = raw
         handler = self._stream if plan.stream else self._unary
-        return await handler(request, plan, orjson.dumps(obj), record, ids)
+        return await handler(request, plan, encode_request_json(obj), record, ids)
 
     def _upstream_headers(self, request: web.Request) -> dict[str, str]:
         headers = request_headers(request.headers, extra_drop=("content-type", "accept-encoding"))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
+import logging
 import re
+import time
 from typing import Any
 
 import aiohttp
@@ -16,6 +19,9 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
+from entropy_sentinel.gateway.app import RECORDS_KEY
+from entropy_sentinel.gateway.paths import unsafe_path
+from multidict import CIMultiDict
 
 from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
 
@@ -91,6 +97,159 @@ def client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=url, api_key=SECRET, max_retries=0)
 
 
+# -- 1: nothing outside /v1/ is ever forwarded -----------------------------------------------------
+TRAVERSALS = [
+    "/v1/../metrics", "/v1/%2e%2e/metrics", "/v1/%2E%2E/metrics", "/v1/.%2e/metrics", "/v1/../../etc/passwd",
+    "/v1/../sentinel/metrics", "/v1/%2e%2e/sentinel/v1/export", "/v1/..%2fmetrics", "/v1/%2e%2e%2Fmetrics",
+    "/v1/models/..", "/v1/%2e%2e", "/v1/./models", "/v1/a/../../metrics", "/v1/..\\metrics", "/v1/x%5c..%5cmetrics",
+    "/v1/x%00", "http://evil.example/v1/models", "//evil.example/../v1/models",
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSALS)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_paths_that_could_resolve_outside_v1_are_404_and_never_forwarded(target, method):
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        data = request_bytes(method, target, b"{}" if method == "POST" else b"")
+        status, headers, body = await exchange(port_of(proxy.url), data)
+    assert status == 404
+    assert headers["content-type"].startswith("application/json")
+    assert_openai_error(body, "invalid_url")
+    assert up.seen == []
+
+
+async def test_plain_paths_are_forwarded_exactly_as_routed():
+    targets = ["/v1/models?after=../../x", "/v1/files/file-a..b/content", "/v1//models", "/v1/models#../.."]
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        for target in targets:
+            status, _, _ = await exchange(port_of(proxy.url), request_bytes("GET", target))
+            assert status == 200
+    assert [s.path_qs for s in up.seen] == [
+        "/v1/models?after=../../x", "/v1/files/file-a..b/content", "/v1//models", "/v1/models",
+    ]
+
+
+def test_unsafe_path_rules():
+    assert not unsafe_path("/v1/chat/completions?x=/../")
+    assert not unsafe_path("/v1/a.b/...c/%2e%2e%2e")  # dots inside a segment are a name, not a step
+    assert unsafe_path("/v1/%2E./x") and unsafe_path("*") and unsafe_path("https://h/v1/x")
+
+
+# -- 5: nothing a client sent is logged raw --------------------------------------------------------
+MALFORMED = [
+    f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {SECRET}\x01\r\n\r\n".encode(),
+    f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nBad Header: y\r\n\r\n".encode(),
+    f"GET /v1/models?api_key={SECRET} HTTP/1.1 trailing\r\n\r\n".encode(),
+    f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+    .encode(),
+    f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nX: {'a' * 9000}\r\n\r\n".encode(),
+    f"POST /v1/models HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".encode(),
+    f"G\x00T /v1/models HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode(),
+    f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer x\r\n Folded: {SECRET}\r\n\r\n".encode(),
+    f"{SECRET} / HTTP/1.1\r\n\r\n".encode(),
+]
+
+
+async def test_malformed_requests_never_put_the_key_in_a_log_line(caplog):
+    caplog.set_level(logging.DEBUG)
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        for data in MALFORMED:
+            status, _, _ = await exchange(port_of(proxy.url), data)
+            assert status == 400
+    assert SECRET not in caplog.text
+    assert not any(SECRET in str(r.msg) or SECRET in repr(r.args) or r.exc_info for r in caplog.records)
+    logged = [r for r in caplog.records if r.name in ("entropy_sentinel.gateway.http", "aiohttp.server")]
+    assert logged, "a malformed request is still logged (its type and place, not its content)"
+    assert all(r.levelno <= logging.WARNING for r in logged)  # the client's fault, not an error of ours
+
+
+async def test_an_unexpected_exception_is_a_500_in_openai_shape_and_its_message_is_not_logged(monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"boom with {SECRET}")
+
+    monkeypatch.setattr("entropy_sentinel.gateway.instrumented.plan_logprobs", broken)
+    monkeypatch.setattr("entropy_sentinel.gateway.admin.spread_of", broken)
+    caplog.set_level(logging.DEBUG)
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        with pytest.raises(openai.InternalServerError) as err:
+            await client(proxy.url).chat.completions.create(**CHAT)
+        async with aiohttp.ClientSession() as session, session.get(proxy.root + "/sentinel/v1/slices") as resp:
+            assert resp.status == 500
+            assert_openai_error(await resp.read(), "internal_error")
+    assert err.value.body["code"] == "internal_error" and err.value.body["type"] == "server_error"
+    assert proxy.records.get(err.value.response.headers["X-Sentinel-Request-Id"]) is not None
+    assert up.seen == []
+    assert SECRET not in caplog.text
+    assert "RuntimeError" in caplog.text
+
+
+# -- 8: unparseable bodies are 400s; every error of the proxy's own is OpenAI's JSON ---------------
+BAD_BODIES = {
+    "lone surrogate": b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}',
+    "lone low surrogate in a key": b'{"model": "m", "\\udc00": 1, "messages": []}',
+    "deep arrays": b'{"model": "m", "x": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+    "deep objects": b'{"a":' * 2000 + b"1" + b"}" * 2000,
+    "NaN": b'{"model": "m", "temperature": NaN, "messages": []}',
+    "beyond a double": b'{"model": "m", "temperature": 1e400, "messages": []}',
+    "not UTF-8": b'{"model": "m\xff", "messages": []}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BODIES))
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+async def test_unparseable_bodies_are_400_in_openai_shape_with_the_request_id(name, route):
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        status, headers, body = await exchange(port_of(proxy.url), request_bytes("POST", route, BAD_BODIES[name]))
+        record = proxy.records.get(headers.get("x-sentinel-request-id", ""))
+    assert status == 400, body
+    assert_openai_error(body, "invalid_json")
+    assert record is not None and record.scored is False
+    assert up.seen == []
+
+
+async def test_a_body_nested_deeper_than_orjson_writes_is_forwarded_rewritten_not_a_500():
+    body = {**CHAT, "metadata": {"x": orjson.loads(b"[" * 300 + b"]" * 300)}}  # orjson reads it, cannot write it
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        status, _, _ = await exchange(
+            port_of(proxy.url), request_bytes("POST", "/v1/chat/completions", json.dumps(body).encode())
+        )
+    assert status == 200
+    assert up.seen[0].json()["top_logprobs"] == 20
+
+
+async def test_too_large_bodies_are_413_in_openai_shape_on_every_route():
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 4000}]}
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai",
+                                                              server={"max_body_mb": 0.001}) as proxy:
+        with pytest.raises(openai.APIStatusError) as err:
+            await client(proxy.url).chat.completions.create(**big)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(proxy.url + "/embeddings", json={"input": "x" * 4000}) as resp:
+                forwarded = resp.status, await resp.read()
+            async with session.post(proxy.root + "/sentinel/v1/feedback", json={"x": "y" * 4000}) as resp:
+                feedback = resp.status, await resp.read()
+    assert err.value.status_code == 413 and err.value.body["code"] == "request_too_large"
+    assert proxy.records.get(err.value.response.headers["X-Sentinel-Request-Id"]) is not None
+    for status, body in (forwarded, feedback):
+        assert status == 413
+        assert_openai_error(body, "request_too_large")
+    assert up.seen == []
+
+
+async def test_aiohttp_level_404_and_405_are_openai_json():
+    async with (
+        scripted_upstream(answer) as up,
+        running_proxy(up.url, dialect="openai") as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.get(proxy.root + "/nowhere") as resp:
+            assert resp.status == 404
+            assert_openai_error(await resp.read(), "unknown_url")
+        async with session.post(proxy.root + "/sentinel/healthz") as resp:
+            assert resp.status == 405 and "GET" in resp.headers["Allow"]
+            assert_openai_error(await resp.read(), "method_not_allowed")
+
+
 # -- 9: an upstream's X-Sentinel-* headers never reach the client ----------------------------------
 SPOOF = {"X-Sentinel-P-Correct": "0.9999", "X-Sentinel-Request-Id": "f" * 32, "X-Sentinel-Scored": "true"}
 
@@ -157,3 +316,93 @@ async def test_a_gzip_body_is_forwarded_inflated_without_its_content_encoding():
     assert chat.json()["messages"] == CHAT["messages"] and chat.json()["top_logprobs"] == 20
     assert embeddings.body == b'{"input": "x"}'
     assert "Content-Encoding" not in chat.headers and "Content-Encoding" not in embeddings.headers
+
+
+async def test_a_gzip_bomb_is_413_and_never_forwarded():
+    bomb = gzip.compress(b"{" + b" " * (64 * 1024 * 1024) + b"}", compresslevel=9)
+    assert len(bomb) < 200_000
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai",
+                                                              server={"max_body_mb": 1}) as proxy:
+        for route in ("/v1/chat/completions", "/v1/embeddings"):
+            t0 = time.perf_counter()
+            status, _, body = await exchange(
+                port_of(proxy.url), request_bytes("POST", route, bomb, {"Content-Encoding": "gzip"})
+            )
+            assert status == 413 and time.perf_counter() - t0 < 5
+            assert_openai_error(body, "request_too_large")
+    assert up.seen == []
+
+
+@pytest.mark.parametrize(
+    "coding", ["compress", "x-gzip", "gzip, gzip", "gzip, identity, deflate", "gzip\r\nContent-Encoding: gzip"]
+)
+async def test_codings_the_proxy_does_not_inflate_are_415(coding):
+    body = gzip.compress(gzip.compress(orjson.dumps(CHAT)))
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        for route in ("/v1/chat/completions", "/v1/embeddings"):
+            status, _, payload = await exchange(
+                port_of(proxy.url), request_bytes("POST", route, body, {"Content-Encoding": coding})
+            )
+            assert status == 415
+            assert_openai_error(payload, "unsupported_content_encoding")
+    assert up.seen == []
+
+
+async def test_a_body_labelled_gzip_but_not_compressed_is_400():
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        with pytest.raises(openai.BadRequestError) as err:
+            await client(proxy.url).chat.completions.create(**CHAT, extra_headers={"Content-Encoding": "gzip"})
+    assert err.value.body["code"] == "invalid_body_encoding"
+    assert up.seen == []
+
+
+# -- 15: export bounds, non-UTF-8 keys, duplicate slice headers ------------------------------------
+@pytest.mark.parametrize("query", ["limit=-1", "limit=0", "limit=x", "since=nan", "since=inf", "since=-inf",
+                                   "since=NaN&limit=5", "limit=1.5"])
+async def test_export_refuses_unbounded_or_non_finite_queries(query, tmp_path):
+    async with (
+        scripted_upstream(answer) as up,
+        running_proxy(up.url, dialect="openai", store={"path": str(tmp_path / "s.db")}) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.get(f"{proxy.root}/sentinel/v1/export?{query}") as resp:
+            assert resp.status == 400
+            assert_openai_error(await resp.read(), "invalid_query")
+        async with session.get(f"{proxy.root}/sentinel/v1/export?limit=1&since=0") as resp:
+            assert resp.status == 200
+
+
+async def test_non_utf8_authorization_is_401_on_admin_routes_and_never_a_500():
+    async with scripted_upstream(answer) as up, running_proxy(
+        up.url, dialect="openai", admin={"token": "s3cret"}, monitor={"api_key_tenants": {"sk-known": "acme"}}
+    ) as proxy:
+        port = port_of(proxy.url)
+        bad = b"Authorization: Bearer \xff\xfe" + SECRET.encode() + b"\r\n"
+        status, _, body = await exchange(port, request_bytes("GET", "/sentinel/v1/slices", raw_headers=bad))
+        assert status == 401
+        assert_openai_error(body, "unauthorized")
+        status, headers, _ = await exchange(port, request_bytes("POST", "/v1/chat/completions", orjson.dumps(CHAT),
+                                                                raw_headers=bad))
+        assert status == 200  # the upstream judges the key; it matched no tenant here
+        assert proxy.records.get(headers["x-sentinel-request-id"]).slice == ""
+        status, _, _ = await exchange(port, request_bytes("GET", "/v1/models", raw_headers=bad))
+        assert status == 200
+    assert len(up.seen) == 2
+
+
+async def test_a_second_slice_header_is_refused():
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai") as proxy:
+        headers = CIMultiDict([("X-Sentinel-Slice", "tenant=a"), ("X-Sentinel-Slice", "tenant=b")])
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(proxy.url + "/chat/completions", json=CHAT, headers=headers) as resp,
+        ):
+            body = await resp.read()
+            assert resp.status == 400 and resp.headers["X-Sentinel-Request-Id"]
+        error = assert_openai_error(body, "invalid_slice")
+        assert error["param"] == "X-Sentinel-Slice" and "tenant=" not in error["message"]
+        result = await client(proxy.url).chat.completions.with_raw_response.create(
+            **CHAT, extra_headers={"X-Sentinel-Slice": "tenant=a"}
+        )
+        assert proxy.app[RECORDS_KEY].get(result.headers["X-Sentinel-Request-Id"]).slice == "tenant=a"
+    assert len(up.seen) == 1
