@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from entropy_sentinel import __version__
 from entropy_sentinel.config import ConfigError, SentinelConfig, load_config
 from entropy_sentinel.optional import MissingExtra, require_for_command
@@ -38,6 +36,7 @@ def serve(cfg: SentinelConfig) -> int:
     from entropy_sentinel.embedded import LocalLlamaServer
     from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
     from entropy_sentinel.gateway.app import create_app
+    from entropy_sentinel.gateway.server import run as run_server
 
     scorer = None
     artifact = resolve_artifact(cfg.estimator.path)
@@ -53,14 +52,7 @@ def serve(cfg: SentinelConfig) -> int:
     try:
         app = create_app(cfg, upstream_url, scorer=scorer)
         log.info("proxying http://%s:%d/v1 -> %s/v1", cfg.server.host, cfg.server.port, upstream_url)
-        web.run_app(
-            app,
-            host=cfg.server.host,
-            port=cfg.server.port,
-            handler_cancellation=True,  # a client that disconnects cancels its upstream request
-            access_log=None,  # our own request log line carries no prompt, query string or key
-            print=None,
-        )
+        run_server(app, cfg.server)  # web.run_app's loop, with the connection cap (server.max_connections)
     finally:
         if local is not None:
             local.stop()

@@ -35,6 +35,13 @@ class ServerConfig:
     max_body_mb: float = 32.0
     #: how many finished requests ``GET /sentinel/v1/requests/{id}`` can still find
     recent_requests: int = 10_000
+    #: a connection must send a complete request head within this many seconds of opening or of its
+    #: previous response (slow-loris heads, idle keep-alive connections are closed after it)
+    header_timeout_s: float = 30.0
+    #: a request body must have fully arrived this many seconds after its head (else 408)
+    body_timeout_s: float = 60.0
+    #: open client connections; further ones are answered 503 (Retry-After: 1) and closed
+    max_connections: int = 1024
 
 
 @dataclass
@@ -243,6 +250,11 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
         errors.append("server.max_body_mb: must be positive")
     if cfg.server.recent_requests < 1:
         errors.append("server.recent_requests: must be at least 1")
+    for name in ("header_timeout_s", "body_timeout_s"):
+        if not getattr(cfg.server, name) > 0:
+            errors.append(f"server.{name}: must be positive")
+    if cfg.server.max_connections < 1:
+        errors.append("server.max_connections: must be at least 1")
     url = cfg.upstream.url
     if url != "local" and not url.startswith(("http://", "https://")):
         errors.append(f"upstream.url: {url!r} is neither 'local' nor an http(s) URL")

@@ -22,6 +22,8 @@ from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.gateway.logsafe import install_redaction
 from entropy_sentinel.gateway.paths import path_guard
+from entropy_sentinel.gateway.request_body import BODY_LIMITS_KEY, BodyLimits
+from entropy_sentinel.gateway.server import handler_args
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
 from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
 from entropy_sentinel.monitor.hub import Monitor
@@ -110,7 +112,9 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
     app = web.Application(
         client_max_size=int(cfg.server.max_body_mb * 1024 * 1024),
         middlewares=[openai_errors, path_guard, admin_auth],  # outermost first
+        handler_args=handler_args(cfg.server),
     )
+    app[BODY_LIMITS_KEY] = BodyLimits(cfg.server.max_body_mb, cfg.server.body_timeout_s)
     records = RecentRecords(cfg.server.recent_requests)
     app[RECORDS_KEY] = records
     app[ADMIN_TOKEN_KEY] = cfg.admin.token

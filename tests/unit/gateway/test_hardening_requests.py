@@ -7,11 +7,17 @@ Raw sockets wherever a client library would clean the request up (paths, bytes, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
+import os
 import re
+import signal
+import sqlite3
+import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -19,7 +25,10 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-from entropy_sentinel.gateway.app import RECORDS_KEY
+from entropy_sentinel.config import ConfigError, load_config
+from entropy_sentinel.embedded.llama_server import free_port
+from entropy_sentinel.gateway import server
+from entropy_sentinel.gateway.app import RECORDS_KEY, create_app
 from entropy_sentinel.gateway.paths import unsafe_path
 from multidict import CIMultiDict
 
@@ -95,6 +104,19 @@ def assert_openai_error(body: bytes, code: str | None = None) -> dict[str, Any]:
 
 def client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=url, api_key=SECRET, max_retries=0)
+
+
+@contextlib.asynccontextmanager
+async def served(upstream_url: str, **server_cfg: Any) -> AsyncIterator[tuple[str, web.Application, Any]]:
+    """The proxy started the way ``serve`` starts it (``gateway.server``: the connection gate)."""
+    cfg = load_config(overrides={"server": server_cfg, "upstream": {"dialect": "openai"}, "store": {"path": ""}},
+                      environ={})
+    app = create_app(cfg, upstream_url)
+    runner, port = await server.start(app, cfg.server, port=0)
+    try:
+        yield f"http://127.0.0.1:{port}/v1", app, runner
+    finally:
+        await runner.cleanup()
 
 
 # -- 1: nothing outside /v1/ is ever forwarded -----------------------------------------------------
@@ -354,6 +376,179 @@ async def test_a_body_labelled_gzip_but_not_compressed_is_400():
             await client(proxy.url).chat.completions.create(**CHAT, extra_headers={"Content-Encoding": "gzip"})
     assert err.value.body["code"] == "invalid_body_encoding"
     assert up.seen == []
+
+
+# -- 14: read timeouts and a connection cap --------------------------------------------------------
+async def _closed_after(port: int, trickle: bytes, interval: float, limit: float) -> float:
+    """Send ``trickle`` one byte per ``interval``; seconds until the server closes (or ``limit``)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t0 = time.perf_counter()
+    try:
+        for i in range(10_000):
+            if time.perf_counter() - t0 > limit:
+                return limit
+            try:
+                writer.write(trickle[i % len(trickle): i % len(trickle) + 1] if trickle else b"")
+                await writer.drain()
+                if await asyncio.wait_for(reader.read(65536), interval) == b"":
+                    return time.perf_counter() - t0
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                return time.perf_counter() - t0
+        return limit
+    finally:
+        writer.close()
+
+
+async def test_slow_loris_heads_and_idle_connections_are_cut_after_header_timeout():
+    head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+    async with scripted_upstream(answer) as up, served(up.url, header_timeout_s=0.5) as (url, _, _):
+        port = port_of(url)
+        cuts = await asyncio.gather(
+            *(_closed_after(port, head, 0.05, 10.0) for _ in range(50)),  # slow-loris: a byte per 50 ms
+            *(_closed_after(port, b"", 0.1, 10.0) for _ in range(50)),  # idle: nothing at all
+        )
+    assert max(cuts) < 2.0, f"slowest cut after {max(cuts):.2f} s"
+    assert min(cuts) >= 0.4
+    assert up.seen == []
+
+
+async def test_the_header_timeout_never_cuts_a_request_in_progress():
+    async def slow(request: web.Request, up: Any) -> web.StreamResponse:
+        if request.path.endswith("models"):
+            await asyncio.sleep(1.0)
+            return web.json_response({"data": []})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(5):
+            await asyncio.sleep(0.25)
+            await resp.write(sse(chat_chunk("4", TOP)))
+        await resp.write(sse(chat_chunk("2", TOP, "stop")) + b"data: [DONE]\n\n")
+        return resp
+
+    async with (
+        scripted_upstream(slow) as up,
+        served(up.url, header_timeout_s=0.3, body_timeout_s=5) as (url, _, _),
+        client(url) as c,
+    ):
+        stream = await c.chat.completions.create(**CHAT, stream=True)
+        text = "".join([chunk.choices[0].delta.content async for chunk in stream if chunk.choices])
+        models = await c.models.list()
+        # a body sent over a second, past the header timeout but within the body timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+        body = b'{"input": "x"}'
+        writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                     % len(body))
+        for byte in body:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.08)
+        status, _, _ = parse_response(await asyncio.wait_for(reader.read(), 5))
+        writer.close()
+    assert text == "44444" + "2" and models.data == [] and status == 200
+
+
+def test_the_server_keys_are_validated():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides={"server": {"header_timeout_s": 0, "body_timeout_s": -1, "max_connections": 0}},
+                    environ={})
+    assert all(key in str(err.value) for key in ("header_timeout_s", "body_timeout_s", "max_connections"))
+    cfg = load_config(environ={"SENTINEL_SERVER_MAX_CONNECTIONS": "7", "SENTINEL_SERVER_BODY_TIMEOUT_S": "2.5"})
+    assert (cfg.server.max_connections, cfg.server.body_timeout_s, cfg.server.header_timeout_s) == (7, 2.5, 30.0)
+
+
+async def test_a_trickled_body_gets_408_after_body_timeout():
+    async with scripted_upstream(answer) as up, served(up.url, body_timeout_s=0.5) as (url, app, _):
+        for route in ("/v1/chat/completions", "/v1/embeddings"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+            writer.write(f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{".encode())
+            t0 = time.perf_counter()
+            response = b""
+            while b"\r\n\r\n" not in response and time.perf_counter() - t0 < 5:
+                writer.write(b" ")  # 20 bytes/s, forever
+                with contextlib.suppress(TimeoutError):
+                    response += await asyncio.wait_for(reader.read(65536), 0.05)
+            elapsed = time.perf_counter() - t0
+            writer.close()
+            status, headers, body = parse_response(response)
+            assert status == 408 and 0.4 <= elapsed < 2.0, (status, elapsed)
+            assert ("x-sentinel-request-id" in headers) == route.endswith("chat/completions")
+            if "{" in body.decode():
+                assert_openai_error(body[body.index(b"{"):].split(b"\r\n")[0], "request_timeout")
+    assert up.seen == []
+
+
+async def test_connections_beyond_the_cap_get_503_and_capacity_frees_on_close():
+    async with scripted_upstream(answer) as up, served(up.url, max_connections=100) as (url, _, runner):
+        port = port_of(url)
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(100)]
+        await asyncio.sleep(0.1)
+        refused = await asyncio.gather(*(exchange(port, request_bytes("GET", "/v1/models")) for _ in range(50)))
+        assert all(status == 503 for status, _, _ in refused)
+        status, headers, body = refused[0]
+        assert headers["retry-after"] == "1"
+        assert_openai_error(body, "too_many_connections")
+        async with client(url) as c:
+            with pytest.raises(openai.APIStatusError) as err:
+                await c.chat.completions.create(**CHAT)
+            assert err.value.status_code == 503
+            for _, writer in idle[:10]:
+                writer.close()
+            await asyncio.sleep(0.1)
+            result = await c.chat.completions.create(**CHAT)
+            assert result.choices[0].message.content == "4"
+        assert runner.gate.refused == 51
+        for _, writer in idle[10:]:
+            writer.close()
+        await asyncio.sleep(0.2)
+        assert runner.gate.open == 0
+    assert len(up.seen) == 1
+
+
+async def test_serve_applies_the_server_section_and_a_sigterm_still_drains(tmp_path):
+    """``entropy-sentinel serve`` itself (gateway.server.run): the cap from the environment, a request
+    answered and stored, SIGTERM exits 0 with the record on disk."""
+    async with scripted_upstream(answer) as up:
+        port, store = free_port(), tmp_path / "s.db"
+        env = {**os.environ, "SENTINEL_SERVER_MAX_CONNECTIONS": "2", "SENTINEL_SERVER_HEADER_TIMEOUT_S": "5",
+               "SENTINEL_UPSTREAM_DIALECT": "openai"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "entropy_sentinel", "serve", "--upstream", up.url, "--port", str(port),
+            "--store", str(store), "--estimator", "none", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/v1"
+            for _ in range(300):
+                with contextlib.suppress(OSError):
+                    _, w = await asyncio.open_connection("127.0.0.1", port)
+                    w.close()
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # the probe's connection is closed (and no longer counted)
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            await asyncio.sleep(0.2)
+            assert (await exchange(port, request_bytes("GET", "/v1/models")))[0] == 503, await _stderr(proc)
+            for _, writer in idle:
+                writer.close()
+            await asyncio.sleep(0.1)
+            result = await client(url).chat.completions.with_raw_response.create(**CHAT)
+            request_id = result.headers["X-Sentinel-Request-Id"]
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        stderr = (await proc.stderr.read()).decode()
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT count(*) FROM requests WHERE request_id = ?", (request_id,)).fetchone() == (1,)
+    assert SECRET not in stderr
+
+
+async def _stderr(proc: asyncio.subprocess.Process) -> str:
+    proc.kill()
+    return (await proc.stderr.read()).decode()[-3000:] if proc.stderr is not None else ""
 
 
 # -- 15: export bounds, non-UTF-8 keys, duplicate slice headers ------------------------------------
