@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
 #: Sign of d P(correct) / d feature where it is known a priori: more entropy (or NLL) anywhere in the
@@ -106,7 +107,7 @@ class _FeatureClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, 2): column 1 is P(correct)."""
         if not hasattr(self, "classes_"):
-            raise AttributeError(f"{type(self).__name__} is not fitted")
+            raise NotFittedError(f"{type(self).__name__} is not fitted")  # an AttributeError too
         X = self._fill(self._as_matrix(X))
         if self.constant_ is not None:
             p = np.full(X.shape[0], self.constant_)

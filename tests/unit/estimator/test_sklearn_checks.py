@@ -56,9 +56,6 @@ NAN_FILLED = (
     "by design: a statistic can be undefined for a short answer, so nan/inf are filled with the training "
     "medians (test_estimators.py pins it)"
 )
-NOT_FITTED = (
-    "predict_proba before fit raises AttributeError('... is not fitted'), not NotFittedError (estimator/base.py)"
-)
 
 _FAILURES = {
     **dict.fromkeys(
@@ -105,7 +102,6 @@ _FAILURES = {
         ("check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_estimator_sparse_tag"), DENSE_ONLY
     ),
     "check_estimators_nan_inf": NAN_FILLED,
-    "check_estimators_unfitted": NOT_FITTED,
 }
 
 

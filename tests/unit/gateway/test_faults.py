@@ -43,7 +43,10 @@ async def test_upstream_timeout_is_504():
         await asyncio.sleep(5)
         return web.json_response({})
 
-    async with scripted_upstream(slow) as up, running_proxy(up.url, dialect="openai", upstream={"read_timeout_s": 0.3}) as proxy:
+    async with (
+        scripted_upstream(slow) as up,
+        running_proxy(up.url, dialect="openai", upstream={"read_timeout_s": 0.3}) as proxy,
+    ):
         with pytest.raises(openai.APIStatusError) as err:
             await client(proxy.url).completions.create(model="m", prompt="x")
     assert err.value.status_code == 504
@@ -148,7 +151,7 @@ async def test_client_disconnect_cancels_the_upstream_request():
             # leaving the block closes the connection mid-stream
         await asyncio.wait_for(up.cancelled.wait(), timeout=5)
         await asyncio.sleep(0.1)
-        (record,) = [r for r in proxy.records._items.values()]
+        (record,) = list(proxy.records._items.values())
     assert record.status == 499
 
 

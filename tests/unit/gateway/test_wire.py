@@ -78,7 +78,11 @@ def test_dialect_is_detected_from_the_real_models_listing(server):
     assert detect_dialect(load(FIXTURES / server / "models.json")) == EXPECTED_DIALECT[server]
 
 
-@pytest.mark.parametrize("forced_path, client", cases(), ids=lambda v: v.parent.name + "/" + v.stem if isinstance(v, Path) else v)
+def _case_id(v: object) -> str:
+    return v.parent.name + "/" + v.stem if isinstance(v, Path) else str(v)
+
+
+@pytest.mark.parametrize("forced_path, client", cases(), ids=_case_id)
 def test_rewritten_forced_response_equals_the_direct_one(forced_path: Path, client: str):
     forced = load(forced_path)
     direct = load(forced_path.with_name(forced_path.name.replace(".forced.", f".{client}.")))
@@ -108,7 +112,10 @@ def _chat_shape_first_token_entropy(choice: dict) -> float:
     return -sum(math.exp(t["logprob"]) * t["logprob"] for t in tops)
 
 
-@pytest.mark.parametrize("forced_path", sorted(FIXTURES.glob("*/chat.forced.json")) + sorted(FIXTURES.glob("*/completions.forced.json")))
+FORCED = sorted(FIXTURES.glob("*/chat.forced.json")) + sorted(FIXTURES.glob("*/completions.forced.json"))
+
+
+@pytest.mark.parametrize("forced_path", FORCED)
 def test_entropy_of_real_tokens_matches_a_hand_computation(forced_path: Path):
     fixture = load(forced_path)
     obj = json.loads(fixture["body"])
