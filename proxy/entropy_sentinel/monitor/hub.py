@@ -11,7 +11,7 @@ from typing import Any
 
 from entropy_sentinel.monitor.records import RequestRecord
 from entropy_sentinel.monitor.sinks import RecordSink
-from entropy_sentinel.monitor.slices import SliceRegistry, canonical, parse_slice
+from entropy_sentinel.monitor.slices import BUCKET_S, BUCKETS, SliceRegistry, canonical, parse_slice
 from entropy_sentinel.monitor.store import RecordStore
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,20 @@ class Monitor:
             except Exception:
                 log.exception("sink %s failed on a label", type(sink).__name__)
 
-    def replay_store(self) -> int:
-        """Rebuild the slice counters from the store (after a restart). Returns rows replayed."""
+    def replay_store(self, now: float | None = None) -> int:
+        """Rebuild the slice counters from the store (after a restart). Returns the requests counted.
+
+        The counters a replay of every row would give, from the store's per-slice sums: lifetime
+        totals, and the 5-minute buckets a window can still reach (the last day's; an older bucket
+        never counts again, since windows only move forward): aggregate queries, not a row each."""
         if self.store is None:
             return 0
+        now = time.time() if now is None else now
+        since = (int(now // BUCKET_S) - BUCKETS + 1) * BUCKET_S  # the oldest bucket of a 24 h window now
         n = 0
-        for ts, key, p_all, p, label, label_ts in self.store.replay():
-            self.slices.replay(self.slices.admit(key), ts, p_all, p, label, label_ts)
-            n += 1
+        for sums in self.store.bucket_sums(since, BUCKET_S):
+            self.slices.restore(self.slices.admit(sums.slice), sums)
+            n += sums.requests
         return n
 
     def close(self) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from typing import Any
 
-from entropy_sentinel.monitor.store import COLUMNS, ReplayRow, decode_row, encode_value
+from entropy_sentinel.monitor.store import COLUMNS, BucketSums, ReplayRow, decode_row, encode_value, sums_of_rows
 
 __all__ = ["MemoryStore"]
 
@@ -41,6 +42,11 @@ class MemoryStore:
     def flush(self) -> None:
         return None
 
+    def flushed(self) -> Future[bool]:
+        done: Future[bool] = Future()
+        done.set_result(True)  # every write is applied at once
+        return done
+
     def close(self) -> None:
         self.closed = True
 
@@ -64,3 +70,6 @@ class MemoryStore:
         for r in self._ordered():
             d = decode_row(r)
             yield ReplayRow(d["ts"], d["slice"], d["p_correct_all"] or [], d["p_correct"], d["label"], d["label_ts"])
+
+    def bucket_sums(self, since: float, bucket_s: int) -> list[BucketSums]:
+        return sums_of_rows(self.replay(), since, bucket_s)

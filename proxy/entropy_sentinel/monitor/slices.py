@@ -7,7 +7,9 @@ slices are tracked; traffic of any further slice is counted under ``other``, so 
 tags can grow neither memory nor metric series.
 
 Counters are additive sufficient statistics (n, Σp, Σp², and for labels m, Σy, Σr, Σr² with
-r = y − p) kept lifetime and in 5-minute buckets covering the last day, so windows are sums.
+r = y − p) kept lifetime and in 5-minute buckets covering the last day, so windows are sums -- and a
+restart restores them from the store's per-bucket sums (:meth:`SliceRegistry.restore`) instead of
+replaying every row.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from entropy_sentinel.monitor.store import BucketSums
 from entropy_sentinel.stats.intervals import Tau, label_free, observed, recalibrated
 
 OTHER = "other"
@@ -148,6 +151,20 @@ class SliceRegistry:
             self.record_score(key, score, ts)
         if label is not None:
             self.record_label(key, int(label), p, max(label_ts if label_ts is not None else ts, ts))
+
+    def restore(self, key: str, sums: BucketSums) -> None:
+        """A store's sums for one bucket (:meth:`RecordStore.bucket_sums`), added as replaying its rows
+        would: into lifetime, and into the ring when the bucket is one (``epoch`` None: lifetime only)."""
+        values = {
+            REQUESTS: float(sums.requests), N: float(sums.scores), SUM_P: sums.sum_p, SUM_P2: sums.sum_p2,
+            M: float(sums.labels), SUM_Y: float(sums.sum_y), SUM_R: sums.sum_r, SUM_R2: sums.sum_r2,
+        }
+        counter = self._counter(key)
+        if sums.epoch is None:
+            for col, value in values.items():
+                counter.lifetime[col] += value
+        else:
+            counter.add(values, float(sums.epoch * BUCKET_S))
 
     def summary(self, key: str, now: float | None = None) -> dict:
         """The slice's estimates, lifetime and per window, as ``/sentinel/v1/slices`` shows them."""

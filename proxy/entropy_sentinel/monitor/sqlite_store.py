@@ -2,12 +2,17 @@
 
 The gateway only enqueues (``put_nowait``); a writer thread commits in batches (every
 ``flush_interval_s`` or ``batch_size`` rows) in WAL mode, so a committed batch survives a kill and
-a clean shutdown drains the queue first. ``try_label`` is the one synchronous write: a conditional
-``UPDATE`` on its own connection (SQLite serialises it with the writer thread's batches).
+a clean shutdown drains the queue first. A kill (SIGKILL, OOM) loses what was still queued: at most
+``flush_interval_s`` of records, or ``batch_size`` rows. ``flushed()`` (what ``store.durability:
+strict`` awaits) makes the writer commit what is queued at once, together with whatever else is
+already waiting (one commit for many concurrent requests). ``try_label`` is the one synchronous
+write: a conditional ``UPDATE`` on its own connection (SQLite serialises it with the writer
+thread's batches). ``bucket_sums`` rebuilds the slice counters' sums in four aggregate reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -15,11 +20,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entropy_sentinel.monitor.store import COLUMNS, ReplayRow, decode_row, encode_value
+from entropy_sentinel.monitor.store import COLUMNS, BucketSums, ReplayRow, decode_row, encode_value
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,41 @@ _INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '
 _LABEL = "UPDATE requests SET label = ?, label_ts = ? WHERE request_id = ? AND label IS NULL"
 
 
+def _epoch(t: str) -> str:
+    """SQL for the bucket of time ``t`` (NULL before ``:since``): Python's ``int(t // bucket)``. For
+    t >= 0 and an integer bucket, truncating the rounded quotient is the floor: t < bucket*k puts
+    t / bucket at least ulp(bucket*k) / bucket below k, more than half the spacing of floats there,
+    so it never rounds up to k (tests/unit/monitor/test_store_contract.py checks boundary times)."""
+    return f"CASE WHEN {t} >= :since THEN CAST({t} / :bucket AS INTEGER) END"
+
+
+#: RecordStore.bucket_sums, in four reads of one snapshot. Requests with their first choice's score
+#: (the p_correct column), the further choices of the rows with several (json_each; most have one),
+#: labels at their time, and the order slices were first seen (ts, then request_id: the order a replay
+#: of every row admits them). NOT INDEXED: one sequential scan each (for the GROUP BY's order SQLite
+#: would otherwise walk the (slice, ts) index and fetch every row by rowid: several times slower).
+_REQUEST_SUMS = f"""
+SELECT slice, {_epoch("ts")} AS epoch, COUNT(*), COUNT(p_correct), TOTAL(p_correct), TOTAL(p_correct * p_correct)
+  FROM requests NOT INDEXED GROUP BY slice, epoch
+"""
+_MORE_CHOICE_SUMS = f"""
+SELECT r.slice, {_epoch("r.ts")} AS epoch, COUNT(*), TOTAL(j.value), TOTAL(j.value * j.value)
+  FROM requests AS r NOT INDEXED, json_each(r.p_correct_all) AS j
+ WHERE instr(r.p_correct_all, ',') > 0 AND j.key > 0 AND j.type IN ('real', 'integer')
+ GROUP BY r.slice, epoch
+"""
+_LABEL_SUMS = f"""
+SELECT slice, {_epoch("MAX(COALESCE(label_ts, ts), ts)")} AS epoch, COUNT(*), TOTAL(label),
+       TOTAL(label - p_correct), TOTAL((label - p_correct) * (label - p_correct))
+  FROM requests NOT INDEXED WHERE label IS NOT NULL GROUP BY slice, epoch
+"""
+_FIRST_SEEN = """
+SELECT f.slice, f.first_ts,
+       (SELECT MIN(request_id) FROM requests AS r WHERE r.slice = f.slice AND r.ts = f.first_ts)
+  FROM (SELECT slice, MIN(ts) AS first_ts FROM requests GROUP BY slice) AS f
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class _Label:
     request_id: str
@@ -62,7 +104,12 @@ _STOP = object()
 
 @dataclass(frozen=True, slots=True)
 class _Flush:
-    done: threading.Event
+    done: Future[bool]
+
+
+def _resolve(future: Future[bool], ok: bool) -> None:
+    with contextlib.suppress(InvalidStateError):  # a waiter may have given up (cancelled) already
+        future.set_result(ok)
 
 
 class SQLiteStore:
@@ -116,6 +163,7 @@ class SQLiteStore:
         conn = self._connect()
         last_prune = 0.0
         stop = False
+        failed = False  # a batch failed since the last flush was answered
         flushes: list[_Flush] = []
         while not stop:
             batch: list[Any] = []
@@ -130,12 +178,15 @@ class SQLiteStore:
                     break
                 if isinstance(item, _Flush):
                     flushes.append(item)
-                    break
+                    deadline = 0.0  # commit now, with whatever else is already queued
+                    continue
                 batch.append(item)
-            if batch:
-                self._commit(conn, batch)
+            if batch and not self._commit(conn, batch):
+                failed = True
             for flush in flushes:
-                flush.done.set()
+                _resolve(flush.done, not failed)
+            if flushes:
+                failed = False
             flushes.clear()
             if self.retention_s > 0 and time.monotonic() - last_prune > 3600:
                 last_prune = time.monotonic()
@@ -143,7 +194,7 @@ class SQLiteStore:
                     conn.execute("DELETE FROM requests WHERE ts < ?", (time.time() - self.retention_s,))
         conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> bool:
         try:
             with conn:
                 for item in batch:
@@ -152,14 +203,20 @@ class SQLiteStore:
                     else:
                         conn.execute(_INSERT, item)
             self.written += sum(1 for item in batch if not isinstance(item, _Label))
+            return True
         except sqlite3.Error:
             log.exception("store: a batch of %d writes failed", len(batch))
+            return False
+
+    def flushed(self) -> Future[bool]:
+        """A Future done once everything queued so far is committed (False if a write failed)."""
+        done: Future[bool] = Future()
+        self._queue.put_nowait(_Flush(done))
+        return done
 
     def flush(self) -> None:
         """Block until everything queued so far is committed."""
-        done = threading.Event()
-        self._queue.put(_Flush(done))
-        done.wait(timeout=60)
+        wait_for_futures([self.flushed()], timeout=60)
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
@@ -198,3 +255,26 @@ class SQLiteStore:
         finally:
             conn.close()
 
+    def bucket_sums(self, since: float, bucket_s: int) -> list[BucketSums]:
+        """Per slice and bucket, the sums a replay of every row would add (aggregate queries)."""
+        params = {"since": since, "bucket": int(bucket_s)}
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")  # one snapshot for the four reads
+            reads = [conn.execute(q, params).fetchall() for q in (_REQUEST_SUMS, _MORE_CHOICE_SUMS, _LABEL_SUMS)]
+            first_seen = {key: (ts, request_id) for key, ts, request_id in conn.execute(_FIRST_SEEN)}
+            conn.rollback()
+        finally:
+            conn.close()
+        sums: dict[tuple[str, int | None], BucketSums] = {}
+        for key, epoch, n, *values in reads[0]:
+            sums[key, epoch] = BucketSums(key, epoch, n, *values)
+        for key, epoch, n, sum_p, sum_p2 in reads[1]:
+            bucket = sums.get((key, epoch)) or BucketSums(key, epoch)
+            sums[key, epoch] = bucket._replace(
+                scores=bucket.scores + n, sum_p=bucket.sum_p + sum_p, sum_p2=bucket.sum_p2 + sum_p2
+            )
+        for key, epoch, n, sum_y, sum_r, sum_r2 in reads[2]:
+            bucket = sums.get((key, epoch)) or BucketSums(key, epoch)
+            sums[key, epoch] = bucket._replace(labels=n, sum_y=sum_y, sum_r=sum_r, sum_r2=sum_r2)
+        return sorted(sums.values(), key=lambda b: (*first_seen[b.slice], b.epoch is not None, b.epoch or 0))

@@ -12,6 +12,8 @@ records and labels without raising, and a sink that does raise never reaches the
 from __future__ import annotations
 
 import logging
+import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +29,7 @@ from entropy_sentinel.monitor.records import RequestRecord
 from entropy_sentinel.monitor.sinks import RecordingSink, RecordSink
 from entropy_sentinel.monitor.slices import SliceRegistry
 from entropy_sentinel.monitor.sqlite_store import SQLiteStore
-from entropy_sentinel.monitor.store import COLUMNS, RecordStore, ReplayRow
+from entropy_sentinel.monitor.store import COLUMNS, BucketSums, RecordStore, ReplayRow, sums_of_rows
 from entropy_sentinel.types import UnscoredReason
 
 # -- the backends ------------------------------------------------------------------------------
@@ -138,6 +140,69 @@ def test_replay_yields_what_the_slice_counters_need_in_time_order(store):
         ReplayRow(10.0, "tenant=a", [0.9, 0.1], 0.9, 1, 15.0),
         ReplayRow(20.0, "tenant=b", [0.5], 0.5, None, None),
     ]
+
+
+def test_bucket_sums_are_every_request_score_and_label_summed_per_slice_and_bucket(store):
+    # since 1000, buckets of 100 s: 10 = [1000, 1100), ...; everything earlier sums into bucket None
+    store.enqueue(row("a1", 500.0, slice="tenant=a", p_correct=0.5, p_correct_all=[0.5, 0.25]))  # two choices
+    store.enqueue(row("a2", 1150.0, slice="tenant=a", p_correct=0.75, p_correct_all=[0.75]))
+    store.enqueue(row("a3", 1199.0, slice="tenant=a", scored=False, p_correct=None, p_correct_all=None))
+    store.enqueue(row("b1", 600.0, slice="tenant=b", p_correct=1.0, p_correct_all=[1.0]))
+    store.enqueue(row("a0", 500.0, slice="tenant=c", p_correct=0.5, p_correct_all=[0.5]))  # ties a1: id first
+    store.label("a1", 1, ts=1234.0)  # an old request labelled in bucket 12: r = 1 - 0.5
+    store.label("a2", 0, ts=1000.0)  # a label time before its request counts at the request's (bucket 11)
+    store.label("a3", 1, ts=1201.0)  # unscored: a label without a residual
+    store.label("b1", 0, ts=700.0)
+    store.flush()
+    sums = store.bucket_sums(since=1000.0, bucket_s=100)
+    assert all(isinstance(s, BucketSums) for s in sums)
+    assert sums == [  # slices in the order of their first request (ts, then request_id), not by name
+        BucketSums("tenant=c", None, requests=1, scores=1, sum_p=0.5, sum_p2=0.25),
+        BucketSums("tenant=a", None, requests=1, scores=2, sum_p=0.75, sum_p2=0.3125),
+        BucketSums("tenant=a", 11, requests=2, scores=1, sum_p=0.75, sum_p2=0.5625,
+                   labels=1, sum_y=0.0, sum_r=-0.75, sum_r2=0.5625),
+        BucketSums("tenant=a", 12, labels=2, sum_y=2.0, sum_r=0.5, sum_r2=0.25),
+        BucketSums("tenant=b", None, requests=1, scores=1, sum_p=1.0, sum_p2=1.0,
+                   labels=1, sum_y=0.0, sum_r=-1.0, sum_r2=1.0),
+    ]
+    assert sums == sums_of_rows(store.replay(), 1000.0, 100)  # the reference: replay's rows, folded
+
+
+def test_bucket_sums_floor_times_at_bucket_boundaries_as_python_does(store):
+    k = 5_678_901  # bucket k of 300 s starts at 1_703_670_300 (December 2023)
+    edge = 300.0 * k
+    times = [math.nextafter(edge, 0.0), edge, math.nextafter(edge, math.inf), edge + 299.99999]
+    for i, ts in enumerate(times):
+        store.enqueue(row(f"r{i}", ts))
+    store.flush()
+    sums = store.bucket_sums(since=edge, bucket_s=300)  # since is inclusive
+    assert [(s.epoch, s.requests) for s in sums] == [(None, 1), (k, 3)]
+    assert [int(t // 300) for t in times] == [k - 1, k, k, k]
+    assert [(s.epoch, s.requests) for s in store.bucket_sums(since=0.0, bucket_s=300)] == [(k - 1, 1), (k, 3)]
+
+
+def test_bucket_sums_equal_the_replayed_rows_folded_on_varied_traffic(store):
+    rng = random.Random(11)
+    now, since = 1_000_000.0, 1_000_000.0 - 86_400
+    for i in range(300):
+        ts = now - rng.random() * 3 * 86_400
+        scores = [rng.random() for _ in range(rng.choice((0, 1, 1, 1, 2, 3)))]
+        store.enqueue(row(f"r{i:04d}", ts, slice=f"tenant=t{rng.randrange(6)}", p_correct=scores[0] if scores else None,
+                          p_correct_all=scores or None, scored=bool(scores)))
+        if rng.random() < 0.3:
+            store.label(f"r{i:04d}", rng.randrange(2), ts=ts + rng.uniform(-60, 7_200))
+    store.flush()
+    got, want = store.bucket_sums(since, 300), sums_of_rows(store.replay(), since, 300)
+    assert [s[:4] + s[6:7] for s in got] == [s[:4] + s[6:7] for s in want]  # keys and counts: exact
+    assert [s[4:6] + s[7:] for s in got] == [pytest.approx(s[4:6] + s[7:], rel=1e-12, abs=1e-12) for s in want]
+    assert sum(s.requests for s in got) == 300 and any(s.epoch is None for s in got) and len(got) > 12
+
+
+def test_flushed_is_a_flush_that_does_not_block(store):
+    store.enqueue(row("r1", 100.0))
+    done = store.flushed()  # called on the event loop: returns at once
+    assert done.result(timeout=30) is True
+    assert store.get("r1") is not None
 
 
 def test_label_sets_label_and_its_time_in_the_order_it_was_queued(store):
