@@ -1,4 +1,4 @@
-"""Real upstreams for the tests that matter: llama-server + Gemma 3 270M, and vLLM on the CPU."""
+"""Real servers for the tests that matter: llama-server + Gemma 3 270M, vLLM on the CPU, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -47,6 +47,23 @@ def vllm_url():
             yield f"http://127.0.0.1:{port}"
         finally:
             stop_process(proc, grace_s=30)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (tests/postgres_server.py); skips, saying why, where none can run."""
+    from tests.postgres_server import PostgresServer, binaries, why_not
+
+    reason = why_not()
+    if reason is not None and os.environ.get("CI"):  # .ci/run installs it: a skip there would hide a gap
+        pytest.fail(f"CI: {reason}")
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer(binaries()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # small, quick, and spread in difficulty for a 270M base model (multiple choice ~0.25, word problems

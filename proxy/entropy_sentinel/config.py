@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from entropy_sentinel.optional import MissingExtra, require
 from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS
 
 
@@ -113,8 +114,15 @@ class StoreConfig:
     #: SQLite file of request records, replayed into the slice counters at start; empty disables
     #: the store; ``{port}`` is replaced by ``server.port`` when the configuration is loaded
     path: str = DEFAULT_STORE_PATH
+    #: ``postgresql://user:password@host:port/db``: one store shared by every replica, instead of
+    #: ``path`` (needs the ``postgres`` extra); empty means the SQLite file. Its password is never logged
+    url: str = ""
     batch_size: int = 500
     flush_interval_s: float = 1.0
+    #: "batched": a record is committed with its batch, so a kill (SIGKILL, OOM) loses at most the
+    #: last ``flush_interval_s`` (or ``batch_size`` rows) of records; "strict": each response's last
+    #: byte waits until its record is committed (one commit shared by the requests ending together)
+    durability: str = "batched"
     retention_days: float = 30.0
     #: keep prompt and completion text in the store (for "where to acquire data next" exports)
     capture_content: bool = False
@@ -280,9 +288,24 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
         errors.append("monitor.sample_rate / slice_sample_rates: fractions in [0, 1]")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         errors.append("logging.level: choose DEBUG, INFO, WARNING or ERROR")
+    if cfg.store.durability not in ("batched", "strict"):
+        errors.append("store.durability: choose batched (commits every flush_interval_s) or strict")
+    if cfg.store.url:
+        _validate_store_url(cfg.store.url, errors)
     store = resolve_store_path(cfg)
-    if store and (store.endswith("/") or Path(store).expanduser().is_dir()):
+    if not cfg.store.url and store and (store.endswith("/") or Path(store).expanduser().is_dir()):
         errors.append(f"store.path: {cfg.store.path!r} is a directory; name the SQLite file (or '' for no store)")
+
+
+def _validate_store_url(url: str, errors: list[str]) -> None:
+    """``store.url``: a PostgreSQL URL, with the driver installed; the URL (with its password) is never echoed."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        errors.append("store.url: must be a postgresql:// URL (or '' to use the SQLite file store.path)")
+        return
+    try:
+        require("postgres", what="store.url (the PostgreSQL record store)")
+    except MissingExtra as exc:
+        errors.append(f"store.url: {exc}")
 
 
 def resolve_store_path(cfg: SentinelConfig) -> str:

@@ -108,22 +108,28 @@ async def feedback(request: web.Request) -> web.Response:
         return error_response(400, f"Invalid feedback: {exc}.", code="invalid_feedback")
     monitor = request.app[MONITOR_KEY]
     record = request.app[RECORDS_KEY].get(request_id)
-    if record is not None:  # in memory: checked and set with no await in between, so taken once
+    store = monitor.store
+    # a store other replicas label too (PostgreSQL): only the store knows whether one of them took it
+    shared = bool(getattr(store, "shared", False))
+    if record is not None:
         reason = record.unscored_reason
         if reason is not None and not reason.counts_as_traffic:
             message = "That request was refused by the proxy: there is no answer to label."
             return error_response(409, message, code="request_refused")
         if record.label is not None:
             return error_response(409, "That request is already labelled.", code="already_labelled")
-        record.label = int(correct)
-        monitor.label(monitor.slices.admit(record.slice), correct, (record.p_correct or [None])[0], request_id)
-        return _json({"request_id": request_id, "correct": correct, "slice": record.slice})
-    store = monitor.store  # no longer in memory: the store's conditional write decides (RecordStore.try_label)
+        if not shared:  # in memory, this process alone labels it: checked and set with no await in between
+            record.label = int(correct)
+            monitor.label(monitor.slices.admit(record.slice), correct, (record.p_correct or [None])[0], request_id)
+            return _json({"request_id": request_id, "correct": correct, "slice": record.slice})
+    # no longer in memory, or a shared store: the store's conditional write decides (RecordStore.try_label)
     row = await asyncio.to_thread(_durable_row, store, request_id) if store is not None else None
     if store is None or row is None:
         return error_response(404, "No request with that id to label.", code="request_not_found")
     if not await asyncio.to_thread(store.try_label, request_id, int(correct), time.time()):
         return error_response(409, "That request is already labelled.", code="already_labelled")
+    if record is not None:
+        record.label = int(correct)
     monitor.count_label(monitor.slices.admit(row["slice"]), correct, row["p_correct"])
     return _json({"request_id": request_id, "correct": correct, "slice": row["slice"]})
 

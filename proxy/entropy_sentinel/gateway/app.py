@@ -30,8 +30,7 @@ from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
 from entropy_sentinel.monitor.slices import SliceRegistry
-from entropy_sentinel.monitor.sqlite_store import SQLiteStore
-from entropy_sentinel.monitor.store import RecordStore
+from entropy_sentinel.monitor.store_factory import open_store
 from entropy_sentinel.stats.intervals import transfer_tau
 from entropy_sentinel.types import Scorer
 
@@ -92,9 +91,7 @@ def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
         transfer_tau(metadata.get("validation"), cfg.monitor.level),
         cfg.monitor.min_labels,
     )
-    store: RecordStore | None = None
-    if cfg.store.path:
-        store = SQLiteStore(cfg.store.path, cfg.store.batch_size, cfg.store.flush_interval_s, cfg.store.retention_days)
+    store = open_store(cfg.store)  # PostgreSQL (store.url), the SQLite file (store.path), or none
     return Monitor(
         slices,
         store,
@@ -103,6 +100,7 @@ def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
         cfg.monitor.sample_rate,
         cfg.monitor.slice_sample_rates,
         cfg.store.capture_content,
+        durability=cfg.store.durability,
     )
 
 

@@ -32,6 +32,8 @@ from entropy_sentinel.monitor.sqlite_store import SQLiteStore
 from entropy_sentinel.monitor.store import COLUMNS, BucketSums, RecordStore, ReplayRow, sums_of_rows
 from entropy_sentinel.types import UnscoredReason
 
+from tests import postgres_server
+
 # -- the backends ------------------------------------------------------------------------------
 
 
@@ -44,6 +46,17 @@ class Backend:
     reopen: Callable[[Any, Path], Any]
     #: configuration values the backend must never print (a database password)
     secrets: tuple[str, ...] = ()
+    #: a session fixture starting the server the backend talks to (PostgreSQL), requested first
+    server: str | None = None
+
+
+def _postgres(folder: Path) -> Any:
+    """A PostgreSQL store on the session's server, in a database of this test's own (``folder``'s name):
+    a second store on the same folder is a second replica on the same database. No retention: the
+    rows here are from 1970, and a second replica's start-up pruning would delete the first's."""
+    from entropy_sentinel.monitor.postgres_store import PostgresStore
+
+    return PostgresStore(postgres_server.running().database(folder.name), retention_days=0)
 
 
 BACKENDS = [
@@ -53,11 +66,20 @@ BACKENDS = [
         lambda folder: SQLiteStore(folder / "records.db"),
         lambda _, folder: SQLiteStore(folder / "records.db"),
     ),
+    Backend(
+        "postgresql",
+        _postgres,
+        lambda _, folder: _postgres(folder),  # another replica on the same database
+        secrets=(postgres_server.PASSWORD,),
+        server="postgres_server",
+    ),
 ]
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
 def backend(request) -> Backend:
+    if request.param.server is not None:
+        request.getfixturevalue(request.param.server)  # started once per session; skips where it cannot run
     return request.param
 
 
