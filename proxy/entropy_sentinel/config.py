@@ -119,6 +119,10 @@ class StoreConfig:
     url: str = ""
     batch_size: int = 500
     flush_interval_s: float = 1.0
+    #: "batched": a record is committed with its batch, so a kill (SIGKILL, OOM) loses at most the
+    #: last ``flush_interval_s`` (or ``batch_size`` rows) of records; "strict": each response's last
+    #: byte waits until its record is committed (one commit shared by the requests ending together)
+    durability: str = "batched"
     retention_days: float = 30.0
     #: keep prompt and completion text in the store (for "where to acquire data next" exports)
     capture_content: bool = False
@@ -284,6 +288,8 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
         errors.append("monitor.sample_rate / slice_sample_rates: fractions in [0, 1]")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         errors.append("logging.level: choose DEBUG, INFO, WARNING or ERROR")
+    if cfg.store.durability not in ("batched", "strict"):
+        errors.append("store.durability: choose batched (commits every flush_interval_s) or strict")
     if cfg.store.url:
         _validate_store_url(cfg.store.url, errors)
     store = resolve_store_path(cfg)

@@ -100,6 +100,7 @@ def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
         cfg.monitor.sample_rate,
         cfg.monitor.slice_sample_rates,
         cfg.store.capture_content,
+        durability=cfg.store.durability,
     )
 
 

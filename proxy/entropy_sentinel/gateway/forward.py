@@ -4,6 +4,7 @@ headers and bytes back, streamed as they arrive."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -20,8 +21,13 @@ async def forward(
     upstream: UpstreamHTTP,
     body: bytes | None = None,
     extra_headers: dict[str, str] | None = None,
+    before_end: Callable[[int], Awaitable[None]] | None = None,
 ) -> web.StreamResponse:
     """Relay one request; ``body`` replaces the client's body when given (already read).
+
+    ``before_end(status)`` is awaited before the response's last byte: before the chunk that
+    completes a ``Content-Length`` body (or before the headers of an empty one), else before the
+    end of a chunked body (strict durability commits the request's record there).
 
     The path is the one routed: ``paths.path_guard`` has refused any that the client session would
     normalize elsewhere."""
@@ -39,9 +45,17 @@ async def forward(
             if extra_headers:
                 headers.update(extra_headers)
             response = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
+            length, sent = response.content_length, 0
+            if before_end is not None and length == 0:
+                await before_end(up.status)
+                before_end = None
             await response.prepare(request)
             try:
                 async for chunk in up.content.iter_any():
+                    sent += len(chunk)
+                    if before_end is not None and length is not None and sent >= length:
+                        await before_end(up.status)
+                        before_end = None
                     await response.write(chunk)
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
                 log.warning("upstream cut a forwarded response: %s", type(exc).__name__)
@@ -51,6 +65,8 @@ async def forward(
             except ConnectionResetError:
                 log.info("client went away; upstream request closed")
                 return response
+            if before_end is not None:
+                await before_end(up.status)
             await response.write_eof()
             return response
     except (aiohttp.ClientError, TimeoutError) as exc:

@@ -2,7 +2,8 @@
 
 Each request is parsed once, rewritten to force top-k logprobs, sent upstream; each response (or
 each streamed event) is parsed once, its logprobs fed to the choice's trajectory and cut back to
-what the client asked for, and forwarded at once. The record is finished after the last byte.
+what the client asked for, and forwarded at once. The record is finished after the last byte --
+or, under ``store.durability: strict``, just before it, once the store has committed it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import Future
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -21,6 +23,7 @@ from aiohttp import web
 
 from entropy_sentinel.gateway.errors import REQUEST_ID_KEY, ProxyError, error_body, error_response
 from entropy_sentinel.gateway.forward import forward
+from entropy_sentinel.gateway.logprob_cut import FastResult, fast_process
 from entropy_sentinel.gateway.request_body import encode_request_json, parse_request_json, read_body, utf8_or_none
 from entropy_sentinel.gateway.sse import (
     DONE,
@@ -45,6 +48,8 @@ REQUEST_ID_HEADER = "X-Sentinel-Request-Id"
 _EVENT_TOO_LARGE = "The upstream sent a streamed event larger than the proxy accepts (upstream.max_event_mb)."
 _TOO_LARGE_CODE = UnscoredReason.UPSTREAM_EVENT_TOO_LARGE.value
 P_CORRECT_HEADER = "X-Sentinel-P-Correct"
+#: longest a response waits for its record's commit under strict durability (then it goes out anyway)
+COMMIT_TIMEOUT_S = 60.0
 
 
 def _loads(raw: bytes) -> Any:
@@ -101,31 +106,27 @@ class Instrumenter:
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record = RequestRecord(request_id=uuid.uuid4().hex, route=endpoint)
-        started = time.perf_counter()
+        ending = request[ENDING_KEY] = _Ending(self, record)
         ids = {REQUEST_ID_HEADER: record.request_id}
         try:
             response = await self._handle(request, endpoint, record, ids)
             record.status = record.status or response.status
+            await ending.durable()  # strict: committed before aiohttp sends this answer (streams ended already)
             return response
         except asyncio.CancelledError:  # the client disconnected (handler_cancellation)
-            record.status, record.unscored_reason = 499, UnscoredReason.CLIENT_DISCONNECTED
+            if not ending.done:
+                record.status, record.unscored_reason = 499, UnscoredReason.CLIENT_DISCONNECTED
             raise
         except web.HTTPException as exc:  # aiohttp refused the request (413: body past server.max_body_mb)
             self._failed(record, exc.status)
+            await ending.durable()
             raise
         except Exception:  # a bug of ours: aiohttp answers 500; the record says so too
             self._failed(record, 500)
+            await ending.durable()
             raise
         finally:
-            record.latency_s = time.perf_counter() - started
-            self.records.add(record)
-            if self.monitor is not None:
-                self.monitor.finish(record)
-            log.info(
-                "request_id=%s route=%s status=%s scored=%s latency_ms=%.1f overhead_ms=%.2f",
-                record.request_id, endpoint, record.status, record.scored,
-                record.latency_s * 1e3, record.overhead_s * 1e3,
-            )
+            ending.conclude()
 
     @staticmethod
     def _failed(record: RequestRecord, status: int) -> None:
@@ -166,7 +167,7 @@ class Instrumenter:
             record.unscored_reason = (
                 UnscoredReason.LOGPROB_FIELDS_NOT_UNDERSTOOD if sampled else UnscoredReason.NOT_SAMPLED
             )
-            return await forward(request, self.upstream, raw, ids)
+            return await forward(request, self.upstream, raw, ids, before_end=request[ENDING_KEY].durable)
         plan.original_body = raw
         handler = self._stream if plan.stream else self._unary
         return await handler(request, plan, encode_request_json(obj), record, ids)
@@ -187,7 +188,7 @@ class Instrumenter:
         """The client's own body, relayed untouched and unscored (``reason`` says why)."""
         log.info("request_id=%s forwarded unforced, unscored: %s", record.request_id, reason.value)
         record.unscored_reason = reason
-        return await forward(request, self.upstream, plan.original_body, ids)
+        return await forward(request, self.upstream, plan.original_body, ids, before_end=request[ENDING_KEY].durable)
 
     def _too_many_choices(self, plan: LogprobPlan) -> bool:
         """More choices than ``signal.max_choices`` (or an ``n`` that is not an integer): not instrumented."""
@@ -223,21 +224,31 @@ class Instrumenter:
             record.unscored_reason = UnscoredReason.UPSTREAM_STATUS
             return web.Response(status=status, reason=reason, body=payload, headers=headers)
         t0 = time.perf_counter()
-        try:
-            obj = _loads(payload)
-        except (ValueError, RecursionError):
-            record.unscored_reason = UnscoredReason.UPSTREAM_BODY_NOT_JSON
-            return web.Response(status=status, body=payload, headers=headers)
         extractor = ChoiceExtractor(plan, self.top_k, self.max_choices)
-        if self.monitor is not None and self.monitor.capture_content:
-            record.completion = _first_text(obj)
-        try:
-            body = _dumps(obj) if extractor.process_body(obj) else payload
+        capture = self.monitor is not None and self.monitor.capture_content
+        try:  # decode only what is read, cut the logprobs out of the upstream's bytes (logprob_cut)
+            fast = None if capture else fast_process(payload, extractor)
         except Exception as exc:  # monitoring never hurts the client
             self._monitoring_failed(record, exc)
-            body = payload
+            fast = FastResult(payload, False, None)
+        if fast is not None:
+            body, model = fast.payload, fast.model
+        else:  # the general path: parse, rewrite, dump
+            try:
+                obj = _loads(payload)
+            except (ValueError, RecursionError):
+                record.unscored_reason = UnscoredReason.UPSTREAM_BODY_NOT_JSON
+                return web.Response(status=status, body=payload, headers=headers)
+            if capture:
+                record.completion = _first_text(obj)
+            try:
+                body = _dumps(obj) if extractor.process_body(obj) else payload
+            except Exception as exc:  # monitoring never hurts the client
+                self._monitoring_failed(record, exc)
+                body = payload
+            model = obj.get("model") if isinstance(obj, dict) else None
         record.overhead_s += time.perf_counter() - t0
-        scores = await self._finish(record, extractor, obj.get("model") if isinstance(obj, dict) else None)
+        scores = await self._finish(record, extractor, model)
         if scores is not None:
             headers[P_CORRECT_HEADER] = ",".join(f"{p:.4f}" for p in scores)
         return web.Response(status=status, reason=reason, body=body, headers=headers)
@@ -285,18 +296,23 @@ class Instrumenter:
             response = web.StreamResponse(status=200, reason=up.reason, headers=headers)
             await response.prepare(request)
             relay = _StreamRelay(self, plan, record)
+            ending = request[ENDING_KEY]
             try:
                 while True:
                     out = relay.rewrite(events)
                     if out:
                         await response.write(out)
                     if relay.done:  # the score comment, then [DONE]
-                        await response.write(await relay.close())
+                        tail = await relay.close()
+                        await ending.durable(response.status)
+                        await response.write(tail)
                         break
                     chunk = await up.content.readany()
                     if not chunk:  # the upstream ended without [DONE]: still say the score
                         decoder.feed(b"")  # (unless it cut an oversized event: that raises)
-                        await response.write(await relay.close())
+                        tail = await relay.close()
+                        await ending.durable(response.status)
+                        await response.write(tail)
                         break
                     events = decoder.feed(chunk)
             except ConnectionResetError:
@@ -308,6 +324,7 @@ class Instrumenter:
                 if isinstance(exc, SSEEventTooLarge):  # the rest of the stream is not read: its end is unknown
                     code, message = _TOO_LARGE_CODE, _EVENT_TOO_LARGE
                 record.status, record.unscored_reason = status, UnscoredReason(code)
+                await ending.durable()
                 try:
                     await response.write(encode_data(error_body(status, message, code=code)))
                 except ConnectionResetError:
@@ -353,6 +370,55 @@ class Instrumenter:
         return scores
 
 
+class _Ending:
+    """Concludes one request's record exactly once: its latency, the recent window, the monitor (slice
+    counters, sinks, store) and the log line. :meth:`durable` concludes it early, before the
+    response's last byte, and waits for the store's commit when ``store.durability`` is strict."""
+
+    __slots__ = ("done", "owner", "record", "started")
+
+    def __init__(self, owner: Instrumenter, record: RequestRecord) -> None:
+        self.owner = owner
+        self.record = record
+        self.started = time.perf_counter()
+        self.done = False
+
+    def conclude(self) -> Future[bool] | None:
+        """Finish the record (once); the store's commit Future under strict durability."""
+        if self.done:
+            return None
+        self.done = True
+        record, owner = self.record, self.owner
+        record.latency_s = time.perf_counter() - self.started
+        owner.records.add(record)
+        committed = owner.monitor.finish(record) if owner.monitor is not None else None
+        log.info(
+            "request_id=%s route=%s status=%s scored=%s latency_ms=%.1f overhead_ms=%.2f",
+            record.request_id, record.route, record.status, record.scored,
+            record.latency_s * 1e3, record.overhead_s * 1e3,
+        )
+        return committed
+
+    async def durable(self, status: int | None = None) -> None:
+        """Strict durability: conclude now (``status`` is the response's, when the record has none
+        yet) and wait until the store has committed the record. Batched: nothing (concluded later)."""
+        if self.done or self.owner.monitor is None or not self.owner.monitor.strict:
+            return
+        self.record.status = self.record.status or status or 0
+        committed = self.conclude()
+        if committed is None:  # nothing stored (no store, or refused before the upstream)
+            return
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(committed)), COMMIT_TIMEOUT_S)
+        except TimeoutError:
+            ok = False
+        if not ok:  # the answer still goes out: monitoring never hurts the client
+            log.error("request_id=%s store.durability strict: the record's commit failed", self.record.request_id)
+
+
+ENDING_KEY = web.RequestKey("sentinel_ending", _Ending)
+
+
 class _StreamRelay:
     """Rewrites the events of one stream; writes the score comment just before ``[DONE]``."""
 
@@ -390,7 +456,17 @@ class _StreamRelay:
         return b"".join(out)
 
     def _rewrite_data(self, raw: bytes, data: bytes) -> bytes:
-        try:
+        if not self.capture and b"\n" not in data:  # one data line: the cut bytes stay one line
+            try:  # decode only what is read, cut the logprobs out of the upstream's bytes (logprob_cut)
+                fast = fast_process(data, self.extractor)
+            except Exception as exc:  # monitoring never hurts the client: this event goes out as it came
+                self.owner._monitoring_failed(self.record, exc)
+                return raw + b"\n\n"
+            if fast is not None:
+                if self.record.model is None:
+                    self.record.model = fast.model
+                return encode_data(fast.payload) if fast.changed else raw + b"\n\n"
+        try:  # the general path: parse, rewrite, dump
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             return raw + b"\n\n"

@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from entropy_sentinel.monitor.records import RequestRecord
@@ -15,6 +16,11 @@ from entropy_sentinel.monitor.slices import BUCKET_S, BUCKETS, SliceRegistry, ca
 from entropy_sentinel.monitor.store import RecordStore
 
 log = logging.getLogger(__name__)
+
+#: ``store.durability``: ``batched`` commits a record with its batch (a kill loses at most the last
+#: ``store.flush_interval_s``); ``strict`` has the gateway wait for the record's commit before the
+#: response's last byte (:meth:`Monitor.finish` returns the store's ``flushed()`` Future)
+DURABILITY = ("batched", "strict")
 
 
 class Monitor:
@@ -28,8 +34,12 @@ class Monitor:
         slice_sample_rates: dict[str, float] | None = None,
         capture_content: bool = False,
         rng: random.Random | None = None,
+        durability: str = "batched",
     ) -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY)}")
         self.slices = slices
+        self.strict = durability == "strict"
         self.sinks = tuple(sinks)
         self.store = store
         self.capture_content = capture_content
@@ -67,7 +77,9 @@ class Monitor:
         return rate >= 1.0 or self._rng.random() < rate
 
     # -- request end -----------------------------------------------------------------------------
-    def finish(self, record: RequestRecord) -> None:
+    def finish(self, record: RequestRecord) -> Future[bool] | None:
+        """Count, sink and store a finished request. Under strict durability, the Future of the
+        stored row's commit (the gateway awaits it before the response's last byte); else None."""
         reason = record.unscored_reason
         if reason is None or reason.counts_as_traffic:  # refused before the upstream: no slice traffic
             now = record.started_at
@@ -79,28 +91,28 @@ class Monitor:
                 sink.record_finished(record)
             except Exception:  # a sink never hurts the request path
                 log.exception("sink %s failed on a finished request", type(sink).__name__)
-        if reason is not None and not reason.counts_as_traffic:
-            return
-        if self.store is not None:
-            first = sorted(record.features)[0] if record.features else None
-            self.store.enqueue(
-                {
-                    "request_id": record.request_id,
-                    "ts": record.started_at,
-                    "slice": record.slice,
-                    "route": record.route,
-                    "model": record.model,
-                    "status": record.status,
-                    "scored": record.scored,
-                    "p_correct": record.p_correct[0] if record.p_correct else None,
-                    "p_correct_all": record.p_correct,
-                    "features": record.features.get(first) if first is not None else None,
-                    "tokens": sum(record.tokens.values()) if record.tokens else None,
-                    "latency_s": record.latency_s,
-                    "prompt": record.prompt if self.capture_content else None,
-                    "completion": record.completion if self.capture_content else None,
-                }
-            )
+        if (reason is not None and not reason.counts_as_traffic) or self.store is None:
+            return None
+        first = sorted(record.features)[0] if record.features else None
+        self.store.enqueue(
+            {
+                "request_id": record.request_id,
+                "ts": record.started_at,
+                "slice": record.slice,
+                "route": record.route,
+                "model": record.model,
+                "status": record.status,
+                "scored": record.scored,
+                "p_correct": record.p_correct[0] if record.p_correct else None,
+                "p_correct_all": record.p_correct,
+                "features": record.features.get(first) if first is not None else None,
+                "tokens": sum(record.tokens.values()) if record.tokens else None,
+                "latency_s": record.latency_s,
+                "prompt": record.prompt if self.capture_content else None,
+                "completion": record.completion if self.capture_content else None,
+            }
+        )
+        return self.store.flushed() if self.strict else None
 
     def label(self, slice_key: str, correct: bool, p: float | None, request_id: str) -> None:
         """A label taken on the in-memory record: counted, and queued to the store behind its row."""
