@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -161,7 +162,7 @@ class SQLiteStore:
     # -- writer thread -------------------------------------------------------------------------
     def _writer(self) -> None:
         conn = self._connect()
-        last_prune = 0.0
+        last_prune = -math.inf  # prune after the first batch, then hourly (never dependent on the uptime)
         stop = False
         failed = False  # a batch failed since the last flush was answered
         flushes: list[_Flush] = []

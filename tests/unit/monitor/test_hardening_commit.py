@@ -14,7 +14,7 @@ from entropy_sentinel.monitor.sqlite_store import SQLiteStore
 
 
 def row(request_id: str, **values: Any) -> dict[str, Any]:
-    return {"request_id": request_id, "ts": 1000.0, "slice": "tenant=a", "route": "chat", "scored": True,
+    return {"request_id": request_id, "ts": time.time(), "slice": "tenant=a", "route": "chat", "scored": True,
             "p_correct": 0.5, "p_correct_all": [0.5], **values}
 
 

@@ -63,8 +63,9 @@ BACKENDS = [
     Backend("memory", lambda _: MemoryStore(), lambda closed, _: closed),  # a double: readable after close
     Backend(
         "sqlite",
-        lambda folder: SQLiteStore(folder / "records.db"),
-        lambda _, folder: SQLiteStore(folder / "records.db"),
+        # no retention either: it prunes after the first batch, and these rows are from 1970
+        lambda folder: SQLiteStore(folder / "records.db", retention_days=0),
+        lambda _, folder: SQLiteStore(folder / "records.db", retention_days=0),
     ),
     Backend(
         "postgresql",
