@@ -443,6 +443,9 @@ class _StreamRelay:
         t0 = time.perf_counter()
         out: list[bytes] = []
         for raw in events:
+            if raw.startswith(b"data: {") and b"\n" not in raw:  # one JSON data line: no Event to build
+                out.append(self._rewrite_data(raw, raw[6:]))
+                continue
             event = parse_event(raw)
             if event.data is None:
                 out.append(raw + b"\n\n")

@@ -1,0 +1,243 @@
+"""The fast path for an upstream answer: decode only what the proxy reads, cut ``logprobs`` out of the
+upstream's own bytes.
+
+A streamed token is one event of ~1.7 KB, nearly all of it the top-20 candidates the proxy forced; a
+client that asked for no logprobs gets ~230 bytes of it. Parsing every event into Python objects and
+serializing it again was most of the proxy's work per token (issue 12). Here instead:
+
+* msgspec decodes the answer against structs that name only what the proxy reads: each choice's
+  ``index`` and the raw bytes of its ``logprobs``, ``model``, an ``error`` key. The rest is skipped,
+  not built;
+* each ``logprobs`` block is decoded against the OpenAI shapes (chat ``content[]``, legacy
+  ``top_logprobs`` dicts) into the flat lists its trajectory takes;
+* when the client asked for no logprobs, each block's span is cut out of the original bytes (``null``
+  in its place, or the member removed where the dialect omits the key); everything else goes to the
+  client byte for byte as the upstream sent it.
+
+The general path (parse, :class:`~entropy_sentinel.gateway.wire.ChoiceExtractor`, dump) stays the
+reference. :func:`fast_process` returns None, having changed nothing, whenever it does not apply: a
+client that asked for its own top-n (a rewrite, not a cut), an ``error`` object, a block not of those
+exact shapes (the general path marks it malformed), invalid UTF-8 or JSON (the general path decides
+what to relay), or a ``"logprobs"`` key it cannot tie one to one to its choice (see :func:`_spans`).
+Tokens go to the trajectories only once the whole answer has been checked: a fall-back never counts
+a token twice.
+
+One difference is deliberate: a number beyond float range in a field the proxy does not read (orjson
+refuses ``1e400``, msgspec skips it) no longer makes the general path relay a streamed event with its
+logprobs; it is cut as any other, as the non-streamed path (whose stdlib fallback parses it) always did.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from entropy_sentinel.gateway.wire import ChoiceExtractor
+
+__all__ = ["FastResult", "fast_process"]
+
+_NAN = float("nan")
+_KEY = b'"logprobs"'
+_KEY_LEN = len(_KEY)
+_WS = b" \t\n\r"
+_BACKSLASH, _COMMA = ord("\\"), ord(",")
+
+Block = tuple[list[int], list[float | None], list[float | None]]
+
+
+class _Candidate(msgspec.Struct, gc=False):
+    logprob: float | None  # required, as the general path's cand["logprob"]
+
+
+class _Token(msgspec.Struct, gc=False):
+    logprob: float | None = None
+    top_logprobs: list[_Candidate] | None = None
+
+
+class _Logprobs(msgspec.Struct, gc=False):
+    content: list[_Token] | None = None  # chat (and llama.cpp's completions)
+    top_logprobs: list[dict[str, float | None] | None] | None = None  # legacy completions
+    tokens: list[str] | None = None
+    token_logprobs: list[float | None] | None = None
+
+
+class _Choice(msgspec.Struct, gc=False):
+    index: int = 0
+    logprobs: Raw | UnsetType = UNSET
+
+
+class _Answer(msgspec.Struct, gc=False):
+    choices: list[_Choice] | None = None
+    model: str | None = None
+    error: Raw | UnsetType = UNSET
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+_LOGPROBS = msgspec.json.Decoder(_Logprobs)
+
+
+class FastResult(NamedTuple):
+    payload: bytes  # the JSON for the client (the upstream's own object when unchanged)
+    changed: bool
+    model: str | None
+
+
+def _block(lp: _Logprobs) -> Block | None:
+    """Per-token candidate counts, flat candidate logprobs, chosen logprobs; None: nothing to read
+    (neither ``content`` nor ``top_logprobs``), the block is left as it is."""
+    if lp.content is not None:
+        content = lp.content
+        counts = [len(t.top_logprobs) if t.top_logprobs else 0 for t in content]
+        flat = [c.logprob for t in content if t.top_logprobs for c in t.top_logprobs]
+        return counts, flat, [t.logprob for t in content]
+    if lp.top_logprobs is not None:
+        tops = lp.top_logprobs
+        counts = [len(d) if d else 0 for d in tops]
+        flat = [v for d in tops if d for v in d.values()]
+        chosen = lp.token_logprobs or []
+        return counts, flat, chosen if len(chosen) == len(counts) else [_NAN] * len(counts)
+    return None
+
+
+def _skip_ws(data: bytes, at: int) -> int:
+    n = len(data)
+    while at < n and data[at] in _WS:
+        at += 1
+    return at
+
+
+def _spans(data: bytes, raws: list[Raw]) -> list[tuple[int, int, int]] | None:
+    """(key start, value start, value end) of every choice's ``logprobs`` member, in choice order; None unless the
+    key occurs exactly once per choice that has one, each followed by that choice's own value.
+
+    A ``"logprobs"`` whose quotes are not escaped can only be a key in valid JSON (inside a string
+    its quotes would be ``\\"``); an opening quote preceded by a backslash is not trusted. With one
+    occurrence per choice that has the key, in order, and values byte-equal, every occurrence is
+    that choice's own key: a stray one anywhere (a nested ``logprobs``, a duplicate key) leaves an
+    occurrence unmatched or a value unequal.
+    """
+    spans: list[tuple[int, int, int]] = []
+    pos = 0
+    for raw in raws:
+        key = data.find(_KEY, pos)
+        if key < 0 or (key > 0 and data[key - 1] == _BACKSLASH):
+            return None
+        at = key + _KEY_LEN
+        if data[at : at + 1] != b":":  # compact JSON has the colon right there
+            at = _skip_ws(data, at)
+            if data[at : at + 1] != b":":
+                return None
+        at += 1
+        if not data.startswith(raw, at):
+            at = _skip_ws(data, at)
+        if not data.startswith(raw, at):
+            return None
+        pos = at + len(raw)
+        spans.append((key, at, pos))
+    if data.find(_KEY, pos) >= 0:
+        return None
+    return spans
+
+
+def _member(data: bytes, key: int, end: int) -> tuple[int, int]:
+    """The bytes to remove for the member from ``key`` to ``end``: with the comma before it, or
+    (first member) the comma after it."""
+    before = key - 1
+    while before >= 0 and data[before] in _WS:
+        before -= 1
+    if before >= 0 and data[before] == _COMMA:
+        return before, end
+    after = _skip_ws(data, end)
+    if after < len(data) and data[after] == _COMMA:
+        return key, after + 1
+    return key, end
+
+
+def _cut(data: bytes, spans: list[tuple[int, int, int]], drop_key: bool) -> bytes:
+    """``data`` with each span's value replaced by ``null`` (or its member removed, ``drop_key``)."""
+    parts: list[bytes] = []
+    pos = 0
+    for key, value, end in spans:
+        if drop_key:
+            start, stop = _member(data, key, end)
+            parts.append(data[pos:start])
+        else:
+            parts += (data[pos:value], b"null")
+            stop = end
+        pos = stop
+    parts.append(data[pos:])
+    return b"".join(parts)
+
+
+def fast_process(data: bytes, extractor: ChoiceExtractor) -> FastResult | None:
+    """Feed each choice's tokens to ``extractor`` and rewrite ``data`` for the client as the general
+    path would; None (nothing fed, nothing changed) where this path does not apply."""
+    plan = extractor.plan
+    cut = plan.client_n is None
+    if not cut and not plan.passthrough:
+        return None  # the client's own top-n: candidates are dropped, not a span
+    if not data.isascii():
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        answer = _ANSWER.decode(data)
+        if answer.error is not UNSET:
+            return None
+        choices = answer.choices or ()
+        if len(choices) == 1:  # the common case, without the bookkeeping of several choices
+            return _one_choice(data, extractor, choices[0], cut, answer.model)
+        raws: list[Raw] = []
+        raw_blocks: list[Block | None] = []  # per choice with a logprobs key
+        entries: list[tuple[int, Block | None]] = []
+        any_block = False
+        for choice in choices:
+            block = None
+            raw = choice.logprobs
+            if raw is not UNSET:
+                block = _decode_block(raw)
+                any_block = any_block or block is not None
+                raws.append(raw)
+                raw_blocks.append(block)
+            entries.append((choice.index, block))
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    payload = data
+    if cut and any_block:
+        spans = _spans(data, raws)
+        if spans is None:
+            return None
+        payload = _cut(data, [span for span, block in zip(spans, raw_blocks, strict=True) if block is not None],
+                       plan.drop_key)
+    for index, block in entries:
+        traj = extractor.trajectory(index)
+        if block is not None and traj is not None:
+            traj.add(*block)
+    return FastResult(payload, payload is not data, answer.model)
+
+
+def _decode_block(raw: Raw) -> Block | None:
+    """The block of a ``logprobs`` value (None for ``null``, or nothing to read); raises
+    ``msgspec.DecodeError`` for a value not of the exact shapes."""
+    if len(raw) == 4 and bytes(raw) == b"null":
+        return None
+    return _block(_LOGPROBS.decode(raw))
+
+
+def _one_choice(data: bytes, extractor: ChoiceExtractor, choice: _Choice, cut: bool, model: str | None
+                ) -> FastResult | None:
+    raw = choice.logprobs
+    block = None if raw is UNSET else _decode_block(raw)
+    payload = data
+    if cut and block is not None:
+        spans = _spans(data, [raw])  # type: ignore[list-item]  # not UNSET: there is a block
+        if spans is None:
+            return None
+        payload = _cut(data, spans, extractor.plan.drop_key)
+    traj = extractor.trajectory(choice.index)
+    if block is not None and traj is not None:
+        traj.add(*block)
+    return FastResult(payload, payload is not data, model)
