@@ -8,6 +8,12 @@ per-slice histogram multiplied the series by its buckets (27,056 series, 2.2 MB 
 slices). The P(correct) distribution is one histogram over all slices. ``/sentinel/metrics``
 renders the text in a worker thread: the loop keeps relaying while a scrape is written (a value
 updated meanwhile is read as before or after the update; the next scrape has it).
+
+Fleet-additive: n (``sentinel_p_correct_count``), Σp (``sentinel_p_correct_sum``), Σp(1−p)
+(``sentinel_p_correct_variance_total``) and the labels (``sentinel_labels_total``) are counters, so a
+PromQL ``sum by (slice)`` over replicas is the fleet's; with the interval's constants
+(``sentinel_estimator_tau``, ``sentinel_estimator_tau_floor``, ``sentinel_interval_z``) the recording
+rules in deploy/prometheus-alerts.yaml compute the label-free interval of stats/intervals.py from them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from entropy_sentinel.monitor.records import RequestRecord
 from entropy_sentinel.monitor.slices import SliceRegistry
+from entropy_sentinel.stats.intervals import spread_of, z_value
 
 
 class _EstimateCollector(Collector):
@@ -43,6 +50,31 @@ class _EstimateCollector(Collector):
         yield family
 
 
+class _IntervalConstantsCollector(Collector):
+    """The constants of :func:`~entropy_sentinel.stats.intervals.label_free` that PromQL cannot derive:
+    τ(Â) = τ₀ · max(2·sqrt(Â(1−Â)), floor) and z of ``monitor.level``. A constant τ is floor 1
+    (2·sqrt(Â(1−Â)) never exceeds 1), so one formula serves both shapes."""
+
+    def __init__(self, slices: SliceRegistry) -> None:
+        self.slices = slices
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        spread = spread_of(self.slices.tau)
+        floor = 1.0 if spread.shape == "constant" else spread.floor
+        yield GaugeMetricFamily(
+            "sentinel_estimator_tau", "Estimator transfer spread tau0 (at estimate 0.5) of the label-free interval",
+            value=spread.tau0,
+        )
+        yield GaugeMetricFamily(
+            "sentinel_estimator_tau_floor",
+            "Floor of tau's scale: tau(A) = tau0 * max(2 sqrt(A (1 - A)), floor); 1 for a constant tau",
+            value=floor,
+        )
+        yield GaugeMetricFamily(
+            "sentinel_interval_z", "z of the two-sided interval level (monitor.level)", value=z_value(self.slices.level)
+        )
+
+
 class PrometheusSink:
     """Counters and histograms per finished request; ``registry`` is what ``/sentinel/metrics`` exposes."""
 
@@ -60,6 +92,12 @@ class PrometheusSink:
         self.p_correct = Summary(
             "sentinel_p_correct", "P(correct) of scored choices: its sum and count", ["slice"], registry=r
         )
+        # Σ p(1−p) over scored choices: the sampling variance of the label-free interval, additive across
+        # replicas (Σp² would do too; this one needs no subtraction in PromQL)
+        self.p_correct_variance = Counter(
+            "sentinel_p_correct_variance", "Sum of P(correct) * (1 - P(correct)) over scored choices", ["slice"],
+            registry=r,
+        )
         self.p_correct_distribution = Histogram(
             "sentinel_p_correct_distribution", "P(correct) of scored choices, all slices together",
             buckets=[i / 10 for i in range(1, 11)], registry=r,
@@ -73,6 +111,7 @@ class PrometheusSink:
             "sentinel_labels", "Feedback labels accepted", ["slice", "correct"], registry=r,
         )
         r.register(_EstimateCollector(slices))
+        r.register(_IntervalConstantsCollector(slices))
 
     def record_finished(self, record: RequestRecord) -> None:
         self.requests.labels(record.route, record.slice, str(record.status)).inc()
@@ -87,6 +126,7 @@ class PrometheusSink:
         for p in record.p_correct:
             summary.observe(p)
             self.p_correct_distribution.observe(p)
+        self.p_correct_variance.labels(record.slice).inc(sum(p * (1.0 - p) for p in record.p_correct))
 
     def label_received(self, slice_key: str, correct: bool, p_correct: float | None) -> None:
         self.labels.labels(slice_key, "true" if correct else "false").inc()
