@@ -74,11 +74,10 @@ def warm_up(scorer: Scorer | None) -> None:
     """Run the per-response path once at start-up (numpy, features, the estimator's first call are
     several times slower cold), so the first client does not pay for it."""
     from entropy_sentinel.signal import Trajectory
-    from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS
 
     traj = Trajectory()
     traj.add([2, 2], [-0.1, -2.5, -0.3, -1.5], [-0.1, -0.3])
-    by_variant = {variant: traj.features(variant) for variant in ENTROPY_VARIANTS}
+    by_variant = traj.features_by_variant()  # what the scoring worker computes
     if scorer is not None:
         scorer([by_variant])
 

@@ -25,6 +25,7 @@ from entropy_sentinel.gateway.errors import REQUEST_ID_KEY, ProxyError, error_bo
 from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.logprob_cut import FastResult, fast_process
 from entropy_sentinel.gateway.request_body import encode_request_json, parse_request_json, read_body, utf8_or_none
+from entropy_sentinel.gateway.scoring import ScoringWorker
 from entropy_sentinel.gateway.sse import (
     DONE,
     MAX_EVENT_BYTES,
@@ -39,7 +40,6 @@ from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, Dialect, En
 from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
 from entropy_sentinel.monitor.slices import SliceError
-from entropy_sentinel.signal.entropy import ENTROPY_VARIANTS
 from entropy_sentinel.types import Scorer, UnscoredReason
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class Instrumenter:
         self.top_k = top_k
         self.entropy_variant = entropy_variant
         self.scorer = scorer
+        self.scoring = ScoringWorker(scorer)  # features and scores, off the loop, batched
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record = RequestRecord(request_id=uuid.uuid4().hex, route=endpoint)
@@ -340,17 +341,20 @@ class Instrumenter:
     async def _finish(self, record: RequestRecord, extractor: ChoiceExtractor, model: Any) -> list[float] | None:
         """Features of every choice, and their scores when an estimator is loaded.
 
-        The estimator runs in a worker thread: a forest or boosted model takes milliseconds per
-        call, which on the event loop would stall every other stream the proxy is relaying.
+        Both are computed by the scoring worker's thread (:mod:`~entropy_sentinel.gateway.scoring`),
+        never on the event loop: features under every entropy variant and a forest or boosted model
+        would stall every other stream the proxy is relaying. Responses that finish together are
+        scored in one estimator call.
         """
         t0 = time.perf_counter()
         record.model = model if isinstance(model, str) else record.model
-        for index, traj in sorted(extractor.trajectories.items()):
-            by_variant = {variant: traj.features(variant) for variant in ENTROPY_VARIANTS}
-            record.features_by_variant[index] = by_variant
-            record.features[index] = by_variant[self.entropy_variant]
-            record.tokens[index] = len(traj)
-            record.upstream_top_k[index] = traj.min_candidates
+        score = record.unscored_reason is None and extractor.unscored is None and self.scorer is not None
+        summary = await self.scoring.summarize(sorted(extractor.trajectories.items()), score)
+        for choice in summary.choices:
+            record.features_by_variant[choice.index] = choice.features_by_variant
+            record.features[choice.index] = choice.features_by_variant[self.entropy_variant]
+            record.tokens[choice.index] = choice.tokens
+            record.upstream_top_k[choice.index] = choice.min_candidates
         if record.unscored_reason is None:  # scored only from finite data, of every choice
             with_data = bool(record.tokens) and all(record.tokens.values())
             record.unscored_reason = extractor.unscored or (None if with_data else UnscoredReason.NO_LOGPROBS)
@@ -358,14 +362,11 @@ class Instrumenter:
         if not record.scored or self.scorer is None:
             record.overhead_s += time.perf_counter() - t0
             return None
-        rows = [record.features_by_variant[i] for i in sorted(record.features)]
-        try:
-            scores = [float(p) for p in await asyncio.to_thread(self.scorer, rows)]
-        except Exception as exc:  # a failing estimator leaves the response unscored, never broken
+        if summary.scores is None:  # a failing estimator leaves the response unscored, never broken
             record.scored = False
-            self._monitoring_failed(record, exc)
+            self._monitoring_failed(record, summary.error or RuntimeError("no scores"))
             return None
-        record.p_correct = scores
+        record.p_correct = scores = summary.scores
         record.overhead_s += time.perf_counter() - t0  # wall time: the score delays the response's end
         return scores
 

@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from entropy_sentinel.signal.entropy import NEG_INF_FLOOR, candidate_matrix, entropy_variant, token_signals
-from entropy_sentinel.signal.features import trajectory_features
+from entropy_sentinel.signal.entropy import (
+    ENTROPY_VARIANTS,
+    NEG_INF_FLOOR,
+    candidate_matrix,
+    entropy_variant,
+    token_signals,
+)
+from entropy_sentinel.signal.features import entropy_statistics_rows, nll_baselines, trajectory_features
 
 _FIELDS = 3  # entropy, mass, chosen logprob
 
@@ -100,3 +106,15 @@ class Trajectory:
         features = trajectory_features(h, self.chosen_logprob)
         features["topk_mass_mean"] = float(self.mass.mean()) if self._n else 1.0
         return features
+
+    def features_by_variant(self, variants: tuple[str, ...] = ENTROPY_VARIANTS) -> dict[str, dict[str, float]]:
+        """:meth:`features` under each variant, the same values, computed together: the entropy
+        statistics of all variants in one pass over a (variants, tokens) array, and what does not
+        depend on the variant (NLL baselines, token count, top-k mass) once."""
+        entropy, mass = self.entropy, self.mass
+        rows = np.stack([entropy_variant(entropy, mass, v, k=self.k) for v in variants]) if variants else None
+        shared = nll_baselines(self.chosen_logprob)
+        shared["n_tokens"] = float(self._n)
+        shared["topk_mass_mean"] = float(mass.mean()) if self._n else 1.0
+        stats = entropy_statistics_rows(rows) if rows is not None else []
+        return {v: {**row, **shared} for v, row in zip(variants, stats, strict=True)}

@@ -103,3 +103,19 @@ def test_trajectory_fed_in_blocks_equals_one_block():
     direct = trajectory_features(token_signals(lp, chosen).entropy, chosen)
     assert whole.features()["q75"] == pytest.approx(direct["q75"])
     assert whole.features()["n_tokens"] == 300.0
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 256])
+def test_features_of_all_variants_at_once_equal_one_variant_at_a_time(n):
+    """What the scoring worker computes (one vectorised pass) is what features(v) gives, bit for bit,
+    keys in the same order."""
+    rng = np.random.default_rng(n)
+    traj = Trajectory()
+    for _ in range(n):
+        traj.add([20], (-rng.exponential(3.0, 20)).tolist(), [float(-rng.exponential(0.5))])
+    together = traj.features_by_variant()
+    assert list(together) == ["topk", "renormalized", "tail_lumped", "tail_uniform"]
+    for variant, features in together.items():
+        alone = traj.features(variant)
+        assert list(features) == list(alone)
+        assert features == alone, variant

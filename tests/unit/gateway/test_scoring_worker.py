@@ -1,0 +1,108 @@
+"""The scoring worker: features and scores off the loop, responses finishing together scored in one
+estimator call, one response's failure kept its own, no thread left behind when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from entropy_sentinel.gateway.scoring import ScoringWorker
+from entropy_sentinel.signal import Trajectory
+
+
+def trajectory(tokens: int, seed: float = 0.0) -> Trajectory:
+    traj = Trajectory()
+    for i in range(tokens):
+        traj.add([3], [-0.1 - seed, -2.0 - i % 5, -3.5], [-0.1 - seed])
+    return traj
+
+
+class SlowScorer:
+    """Mean entropy as the score; records each call's size; the first call waits, so others queue."""
+
+    metadata: dict = {}
+
+    def __init__(self, fail_when: float | None = None) -> None:
+        self.calls: list[int] = []
+        self.threads: set[str] = set()
+        self.fail_when = fail_when
+
+    def __call__(self, rows):
+        self.threads.add(threading.current_thread().name)
+        if not self.calls:
+            time.sleep(0.2)
+        self.calls.append(len(rows))
+        if self.fail_when is not None and any(r["topk"]["nll_mean"] == self.fail_when for r in rows):
+            raise ValueError("this row")
+        return [min(1.0, r["topk"]["mean"]) for r in rows]
+
+    def check_model(self, ids):
+        return None
+
+
+async def test_responses_finishing_together_share_one_call_with_the_same_scores():
+    scorer = SlowScorer()
+    worker = ScoringWorker(scorer)
+    trajs = [[(0, trajectory(5 + i, i / 10))] for i in range(6)]
+    alone = [scorer([t.features_by_variant() for _, t in tr]) for tr in trajs]
+    scorer.calls.clear()
+    scorer.threads.clear()
+    summaries = await asyncio.gather(*(worker.summarize(tr, score=True) for tr in trajs))
+    assert [s.scores for s in summaries] == alone
+    assert scorer.calls[0] == 1 and sum(scorer.calls) == 6 and len(scorer.calls) < 6  # batched
+    assert scorer.threads == {"sentinel-scoring"}
+    s = summaries[2]
+    assert s.choices[0].tokens == 7 and s.choices[0].min_candidates == 3
+    assert s.choices[0].features_by_variant == trajs[2][0][1].features_by_variant()
+
+
+async def test_a_failing_response_does_not_unscore_the_others():
+    bad = trajectory(4, 0.5)
+    bad_nll = bad.features_by_variant()["topk"]["nll_mean"]
+    worker = ScoringWorker(SlowScorer(fail_when=bad_nll))
+    summaries = await asyncio.gather(
+        worker.summarize([(0, trajectory(3))], True),
+        worker.summarize([(0, trajectory(4))], True),
+        worker.summarize([(0, bad)], True),
+        worker.summarize([(0, trajectory(6))], True),
+    )
+    assert [s.error is None for s in summaries] == [True, True, False, True]
+    assert summaries[2].scores is None and isinstance(summaries[2].error, ValueError)
+    assert all(s.scores is not None for i, s in enumerate(summaries) if i != 2)
+
+
+async def test_not_scored_when_not_asked_or_a_choice_has_no_tokens():
+    scorer = SlowScorer()
+    worker = ScoringWorker(scorer)
+    unasked = await worker.summarize([(0, trajectory(3))], False)
+    empty = await worker.summarize([(0, trajectory(3)), (1, Trajectory())], True)
+    nothing = await worker.summarize([], True)
+    assert unasked.scores is None and empty.scores is None and nothing.scores is None
+    assert [c.tokens for c in empty.choices] == [3, 0] and not scorer.calls
+    features_only = await ScoringWorker(None).summarize([(0, trajectory(2))], True)
+    assert features_only.scores is None and features_only.choices[0].tokens == 2
+
+
+async def test_a_cancelled_request_does_not_break_the_worker():
+    worker = ScoringWorker(SlowScorer())
+    first = asyncio.ensure_future(worker.summarize([(0, trajectory(3))], True))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    later = await worker.summarize([(0, trajectory(3))], True)
+    assert later.scores is not None
+
+
+async def test_the_thread_ends_when_idle_and_comes_back():
+    worker = ScoringWorker(SlowScorer(), idle_s=0.05)
+    await worker.summarize([(0, trajectory(2))], True)
+    for _ in range(100):
+        if worker._thread is None:
+            break
+        await asyncio.sleep(0.02)
+    assert worker._thread is None
+    again = await worker.summarize([(0, trajectory(2))], True)
+    assert again.scores is not None
