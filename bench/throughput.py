@@ -20,9 +20,10 @@ upstream, byte pipe, each entropy-sentinel):
 
 Prints each figure as the median over the rounds, ratios against the byte pipe taken within each
 round. Asserts nothing. ``--profile S`` samples the (first) entropy-sentinel with py-spy for S
-seconds under saturated load and prints its top functions. ``--sentinel NAME=DIR`` adds another
-entropy-sentinel run from the source tree DIR (e.g. ``git archive HEAD proxy | tar -x -C /tmp/before``
-then ``--sentinel before=/tmp/before/proxy``): a before/after in the same run.
+seconds under saturated load and prints its top functions. ``--sentinel NAME=DIR`` (repeatable)
+runs entropy-sentinel from the source tree DIR instead of this checkout's: a before/after in one
+run, e.g. ``git archive <old> proxy | tar -x -C /tmp/before`` and ``--sentinel before=/tmp/before/proxy
+--sentinel after=proxy``.
 
     .venv/bin/python bench/throughput.py              # ~3 minutes
     .venv/bin/python bench/throughput.py --quick      # smoke run, ~40 s
@@ -333,8 +334,11 @@ def main() -> None:
     parser.add_argument("--c256", action="store_true", help="also 256 concurrent streams")
     parser.add_argument("--gap-ms", type=float, default=20.0, help="token spacing of the paced streams")
     parser.add_argument("--sentinel", action="append", default=[], metavar="NAME=DIR",
-                        help="another entropy-sentinel, run from source tree DIR (its proxy/ folder)")
+                        help="an entropy-sentinel run from source tree DIR (a proxy/ folder); repeatable; "
+                             "default: this checkout's, named entropy-sentinel")
     parser.add_argument("--no-direct", action="store_true", help="skip the direct-to-upstream target")
+    parser.add_argument("--serve-args", default="", help="extra `serve` arguments for every entropy-sentinel, "
+                        "e.g. '--estimator none' (the figures are then not the shipped defaults')")
     parser.add_argument("--profile", type=float, default=0.0, metavar="S", help="py-spy the proxy for S s")
     parser.add_argument("--profile-out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write every figure of every round here")
@@ -362,13 +366,13 @@ def main() -> None:
                       upstream_url], f"http://127.0.0.1:{pipe_port}/v1/models", tmp / "bytepipe.log")
         procs.append(pipe)
         targets.append(Target("byte pipe", f"http://127.0.0.1:{pipe_port}", pipe))
-        sentinels = [("entropy-sentinel", str(ROOT / "proxy"))] + [tuple(s.split("=", 1)) for s in args.sentinel]
+        sentinels = [tuple(s.split("=", 1)) for s in args.sentinel] or [("entropy-sentinel", str(ROOT / "proxy"))]
         for name, src in sentinels:
             port = free_port()
             env = {**os.environ, "PYTHONPATH": src}
             env.pop("SENTINEL_CONFIG", None)
             cmd = [*taskset(1), py, "-m", "entropy_sentinel", "serve", "--upstream", upstream_url, "--port", str(port),
-                   "--store", str(tmp / f"{name}.db")]
+                   "--store", str(tmp / f"{name}.db"), *args.serve_args.split()]
             proc = start(cmd, f"http://127.0.0.1:{port}/sentinel/healthz", tmp / f"{name}.log", env)
             procs.append(proc)
             targets.append(Target(name, f"http://127.0.0.1:{port}", proc))
@@ -397,7 +401,7 @@ def main() -> None:
             dump = {"rounds": results, "rss_kib_per_stream": rss_per_stream}
             args.json.write_text(orjson.dumps(dump, option=orjson.OPT_INDENT_2).decode())
         if args.profile:
-            prof = next(t for t in targets if t.name == "entropy-sentinel")
+            prof = next(t for t in targets if t.name not in ("direct", "byte pipe"))
             profile(prof, args.profile, args.profile_out or tmp / "pyspy.raw")
     finally:
         for proc in procs:
