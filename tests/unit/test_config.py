@@ -80,6 +80,8 @@ def test_sentinel_variables_read_elsewhere_and_other_variables_are_left_alone():
 _NOT_ENV = {
     "SENTINEL_PREFIX",  # gateway/upstream_http.py: the x-sentinel- header prefix
     "SENTINEL_UPSTREM_URL",  # config.py and configs/sentinel.yaml: the example of a typo that is refused
+    "SENTINEL_SERVER_PROT",  # tests/deploy/test_stack.py: typos the deploy checks rely on being refused
+    "SENTINEL_SERVR_PORT",
 }
 
 
