@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="slice estimates with intervals, time series, reliability: HTML/PNG + JSON")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--proxy", help="running proxy base URL")
-    source.add_argument("--db", help="the proxy's SQLite store")
+    source.add_argument("--db", help="the proxy's store: its SQLite file, or the postgresql://user@host/db URL "
+                        "replicas share (every replica's records; the password from PGPASSWORD or ~/.pgpass keeps "
+                        "it off the command line; never printed)")
     p.add_argument("--out", required=True)
     p.add_argument(
         "--token", default=os.environ.get("SENTINEL_ADMIN_TOKEN"), help="admin token (env SENTINEL_ADMIN_TOKEN)"

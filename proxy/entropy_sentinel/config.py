@@ -43,6 +43,12 @@ class ServerConfig:
     body_timeout_s: float = 60.0
     #: open client connections; further ones are answered 503 (Retry-After: 1) and closed
     max_connections: int = 1024
+    #: on SIGTERM/SIGINT, seconds during which /sentinel/readyz already answers 503 but every request
+    #: is still served (a load balancer or Kubernetes' endpoints take a few seconds to drop the replica)
+    shutdown_delay_s: float = 0.0
+    #: then the listener closes and in-flight requests and streams get this long to finish (the rest
+    #: are cancelled); then the store is flushed and closed, and the process exits 0
+    drain_timeout_s: float = 30.0
 
 
 @dataclass
@@ -102,6 +108,9 @@ class MonitorConfig:
     sample_rate: float = 1.0
     #: per slice ("tenant=acme" or a full canonical slice) fraction, overriding sample_rate
     slice_sample_rates: dict[str, float] = field(default_factory=dict)
+    #: with a store every replica shares (store.url), /sentinel/v1/slices serves the fleet's counters,
+    #: rebuilt from the store this often (seconds); 0 = this replica's own counters only
+    fleet_refresh_s: float = 15.0
 
 
 #: the store's default file: one per listening port, so separate proxies on one machine (a study's,
@@ -263,6 +272,10 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
             errors.append(f"server.{name}: must be positive")
     if cfg.server.max_connections < 1:
         errors.append("server.max_connections: must be at least 1")
+    if not 0 <= cfg.server.shutdown_delay_s <= 3600:
+        errors.append("server.shutdown_delay_s: seconds in [0, 3600]")
+    if not 0 < cfg.server.drain_timeout_s <= 3600:
+        errors.append("server.drain_timeout_s: seconds in (0, 3600]")
     url = cfg.upstream.url
     if url != "local" and not url.startswith(("http://", "https://")):
         errors.append(f"upstream.url: {url!r} is neither 'local' nor an http(s) URL")
@@ -286,6 +299,8 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
     rates = [cfg.monitor.sample_rate, *cfg.monitor.slice_sample_rates.values()]
     if any(not 0.0 <= r <= 1.0 for r in rates):
         errors.append("monitor.sample_rate / slice_sample_rates: fractions in [0, 1]")
+    if not 0 <= cfg.monitor.fleet_refresh_s <= 86400:
+        errors.append("monitor.fleet_refresh_s: seconds in [0, 86400] (0: this replica's counters only)")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         errors.append("logging.level: choose DEBUG, INFO, WARNING or ERROR")
     if cfg.store.durability not in ("batched", "strict"):

@@ -1,7 +1,12 @@
-"""The proxy's own endpoints under ``/sentinel/``: health, records, slices, feedback, metrics, export.
+"""The proxy's own endpoints under ``/sentinel/``: health, readiness, records, slices, feedback, metrics, export.
 
-Everything but ``/sentinel/healthz`` is an admin route: when ``admin.token`` is configured it takes
+Everything but ``/sentinel/healthz`` (liveness) and ``/sentinel/readyz`` (readiness: 503 once a
+SIGTERM started the drain) is an admin route: when ``admin.token`` is configured it takes
 ``Authorization: Bearer <token>`` (compared in constant time).
+
+``/sentinel/v1/slices`` serves the fleet's counters when the store is shared by replicas
+(:class:`~entropy_sentinel.monitor.fleet.FleetView`, ``"scope": "fleet"``), else this replica's
+(``"scope": "replica"``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from entropy_sentinel import __version__
 from entropy_sentinel.gateway.errors import error_response
 from entropy_sentinel.gateway.instrumented import Instrumenter
+from entropy_sentinel.gateway.readiness import READINESS_KEY
 from entropy_sentinel.gateway.request_body import read_body
+from entropy_sentinel.monitor.fleet import FleetView
 from entropy_sentinel.monitor.hub import Monitor, feedback_payload
 from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
@@ -32,6 +39,10 @@ INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)
 RECORDS_KEY = web.AppKey("records", RecentRecords)
 MONITOR_KEY = web.AppKey("monitor", Monitor)
 ADMIN_TOKEN_KEY = web.AppKey("admin_token", str)
+#: set at start-up when the store is shared and ``monitor.fleet_refresh_s`` > 0
+FLEET_KEY = web.AppKey("fleet", FleetView)
+#: the probes a load balancer or kubelet calls: never behind the admin token
+PROBES = frozenset({"/sentinel/healthz", "/sentinel/readyz"})
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,7 +56,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[ADMIN_TOKEN_KEY]
     path = request.path
-    if token and path.startswith("/sentinel/") and path != "/sentinel/healthz":
+    if token and path.startswith("/sentinel/") and path not in PROBES:
         given = request.headers.get("Authorization", "")  # non-UTF-8 bytes arrive as surrogates
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()):
             message = "This admin route needs Authorization: Bearer <admin token>."
@@ -66,6 +77,14 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """200 while serving; 503 from the moment a SIGTERM/SIGINT starts the drain (gateway/server.py)."""
+    readiness = request.app.get(READINESS_KEY)
+    if readiness is None or readiness.ready:
+        return _json({"status": "ready"})
+    return _json({"status": "draining", "draining_since": readiness.draining_since}, status=503)
+
+
 async def request_record(request: web.Request) -> web.Response:
     request_id = request.match_info["request_id"]
     if not _REQUEST_ID.match(request_id):
@@ -82,10 +101,14 @@ async def request_record(request: web.Request) -> web.Response:
 
 
 async def slices(request: web.Request) -> web.Response:
-    monitor = request.app[MONITOR_KEY]
-    registry = monitor.slices
+    fleet = request.app.get(FLEET_KEY)
+    if fleet is not None and fleet.registry is not None:
+        registry, scope = fleet.registry, fleet.scope()
+    else:
+        registry, scope = request.app[MONITOR_KEY].slices, {"scope": "replica", "refreshed_at": None}
     return _json(
         {
+            **scope,
             "level": registry.level,
             "tau": spread_of(registry.tau).tau0,
             "tau_shape": spread_of(registry.tau).shape,
@@ -167,6 +190,7 @@ async def export(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/sentinel/healthz", healthz)
+    app.router.add_get("/sentinel/readyz", readyz)
     app.router.add_get("/sentinel/metrics", metrics)
     app.router.add_get("/sentinel/v1/requests/{request_id}", request_record)
     app.router.add_get("/sentinel/v1/slices", slices)

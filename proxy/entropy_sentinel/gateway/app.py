@@ -11,6 +11,7 @@ from aiohttp import web
 from entropy_sentinel.config import SentinelConfig
 from entropy_sentinel.gateway.admin import (
     ADMIN_TOKEN_KEY,
+    FLEET_KEY,
     INSTRUMENTER_KEY,
     MONITOR_KEY,
     RECORDS_KEY,
@@ -22,10 +23,12 @@ from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.gateway.logsafe import install_redaction
 from entropy_sentinel.gateway.paths import path_guard
+from entropy_sentinel.gateway.readiness import READINESS_KEY, Readiness
 from entropy_sentinel.gateway.request_body import BODY_LIMITS_KEY, BodyLimits
 from entropy_sentinel.gateway.server import handler_args
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
 from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
+from entropy_sentinel.monitor.fleet import FleetView, is_shared
 from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
@@ -115,6 +118,7 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
     records = RecentRecords(cfg.server.recent_requests)
     app[RECORDS_KEY] = records
     app[ADMIN_TOKEN_KEY] = cfg.admin.token
+    app[READINESS_KEY] = Readiness()  # gateway.server.run turns it false on SIGTERM, before the drain
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         monitor = build_monitor(cfg, scorer)
@@ -122,6 +126,14 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
         if monitor.store is not None:
             replayed = await asyncio.to_thread(monitor.replay_store)
             log.info("store %s: %d records replayed into the slice counters", monitor.store.describe(), replayed)
+        fleet_task = None
+        if monitor.store is not None and is_shared(monitor.store) and cfg.monitor.fleet_refresh_s > 0:
+            fleet = FleetView(monitor.store, monitor.slices, cfg.monitor.fleet_refresh_s)
+            await fleet.refresh()  # /sentinel/v1/slices is the fleet's from the first request on
+            app[FLEET_KEY] = fleet
+            fleet_task = asyncio.create_task(fleet.run(), name="sentinel-fleet-view")
+            log.info("/sentinel/v1/slices: the fleet's counters, refreshed from the store every %g s",
+                     cfg.monitor.fleet_refresh_s)
         await asyncio.to_thread(warm_up, scorer)
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream
@@ -140,6 +152,9 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
             max_event_bytes=int(cfg.upstream.max_event_mb * 1024 * 1024),
         )
         yield
+        if fleet_task is not None:
+            app[FLEET_KEY].stop()
+            await fleet_task  # a refresh under way ends before the store closes
         await upstream.close()
         await asyncio.to_thread(monitor.close)  # drains the store's queue: a clean stop loses nothing
 

@@ -6,6 +6,14 @@
 * ``server.body_timeout_s``: see :mod:`entropy_sentinel.gateway.request_body` (408).
 * ``server.max_connections``: connections beyond it never reach aiohttp: they are answered 503
   (OpenAI's error JSON, ``Retry-After: 1``) and closed within about two seconds (see :class:`_Refusal`).
+
+The graceful stop (:func:`drain`, on SIGTERM or SIGINT): readiness goes false at once
+(``/sentinel/readyz`` answers 503; liveness stays 200); for ``server.shutdown_delay_s`` every request
+is still served, while the load balancer takes the replica out; then the listener closes (new
+connections are refused), idle keep-alive connections are closed, and in-flight requests and streams
+get ``server.drain_timeout_s`` to finish (those still running then are cancelled); then the app's
+cleanup closes the upstream pool and flushes and closes the store, and ``run`` returns (exit 0). A
+second signal during the delay ends the delay.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from typing import Any, cast
 
@@ -21,6 +30,7 @@ from aiohttp import web
 from entropy_sentinel.config import ServerConfig
 from entropy_sentinel.gateway.errors import error_body
 from entropy_sentinel.gateway.logsafe import SERVER_LOG
+from entropy_sentinel.gateway.readiness import READINESS_KEY, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +189,7 @@ def make_runner(app: web.Application, cfg: ServerConfig, handle_signals: bool = 
         handle_signals=handle_signals,
         handler_cancellation=True,  # a client that disconnects cancels its upstream request
         access_log=None,  # our own request log line carries no prompt, query string or key
+        shutdown_timeout=cfg.drain_timeout_s,  # cleanup(): in-flight handlers get this long, then are cancelled
     )
 
 
@@ -191,20 +202,60 @@ async def start(app: web.Application, cfg: ServerConfig, port: int | None = None
     return runner, site.port
 
 
-async def _serve_forever(runner: GatedRunner, cfg: ServerConfig) -> None:
-    await runner.setup()
+def readiness_of(app: web.Application) -> Readiness:
+    """The app's readiness flag (``create_app`` sets one; a bare app gets a fresh one, unreported)."""
+    readiness = app.get(READINESS_KEY)
+    return readiness if readiness is not None else Readiness()
+
+
+async def drain(
+    runner: web.BaseRunner, readiness: Readiness, cfg: ServerConfig, cut_delay: asyncio.Event | None = None
+) -> None:
+    """The graceful stop (see the module's docstring); ``cut_delay`` set ends the pre-drain delay early."""
+    readiness.drain()
+    started = time.monotonic()
+    if cfg.shutdown_delay_s > 0:
+        log.info("stopping: readiness false, still serving for server.shutdown_delay_s (%g s)", cfg.shutdown_delay_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for((cut_delay or asyncio.Event()).wait(), cfg.shutdown_delay_s)
+    server = runner.server
+    in_flight = len(getattr(server, "connections", ()) or ())
+    log.info(
+        "stopping: listener closed; %d open connection(s) get up to server.drain_timeout_s (%g s) to finish",
+        in_flight, cfg.drain_timeout_s,
+    )
+    await runner.cleanup()  # sites stopped, idle connections closed, handlers drained; app cleanup: store closed
+    log.info("stopped in %.1f s: in-flight requests drained, store flushed and closed", time.monotonic() - started)
+
+
+async def _serve_until_signalled(runner: GatedRunner, readiness: Readiness, cfg: ServerConfig) -> None:
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    again = asyncio.Event()
+
+    def on_signal() -> None:
+        (again if signalled.is_set() else signalled).set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    await runner.setup()  # the app's start-up (store replay, warm-up); a signal meanwhile is kept
     try:
+        if signalled.is_set():  # stopped before serving anyone: nothing to drain
+            await runner.cleanup()
+            return
         await web.TCPSite(runner, cfg.host, cfg.port).start()
-        await asyncio.Event().wait()  # until SIGINT/SIGTERM (GracefulExit) cancels this task
-    finally:
-        await runner.cleanup()  # graceful: in-flight requests finish, the store drains
+        await signalled.wait()
+    except BaseException:
+        await runner.cleanup()  # the port was taken, or the task was cancelled: still a clean stop
+        raise
+    await drain(runner, readiness, cfg, cut_delay=again)
 
 
 def run(app: web.Application, cfg: ServerConfig) -> None:
-    """Serve until SIGINT/SIGTERM, as ``web.run_app`` does, through the connection gate."""
+    """Serve through the connection gate until SIGINT/SIGTERM, then :func:`drain`."""
     loop = asyncio.new_event_loop()
-    runner = make_runner(app, cfg, handle_signals=True)
-    main = loop.create_task(_serve_forever(runner, cfg))
+    runner = make_runner(app, cfg)  # our own signal handlers: readiness first, then aiohttp's cleanup
+    main = loop.create_task(_serve_until_signalled(runner, readiness_of(app), cfg))
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(main)

@@ -12,7 +12,7 @@ from typing import Any
 
 from entropy_sentinel.monitor.records import RequestRecord
 from entropy_sentinel.monitor.sinks import RecordSink
-from entropy_sentinel.monitor.slices import BUCKET_S, BUCKETS, SliceRegistry, canonical, parse_slice
+from entropy_sentinel.monitor.slices import BUCKET_S, SliceRegistry, canonical, parse_slice, restore_since
 from entropy_sentinel.monitor.store import RecordStore
 
 log = logging.getLogger(__name__)
@@ -137,13 +137,8 @@ class Monitor:
         never counts again, since windows only move forward): aggregate queries, not a row each."""
         if self.store is None:
             return 0
-        now = time.time() if now is None else now
-        since = (int(now // BUCKET_S) - BUCKETS + 1) * BUCKET_S  # the oldest bucket of a 24 h window now
-        n = 0
-        for sums in self.store.bucket_sums(since, BUCKET_S):
-            self.slices.restore(self.slices.admit(sums.slice), sums)
-            n += sums.requests
-        return n
+        since = restore_since(time.time() if now is None else now)  # the oldest bucket of a 24 h window now
+        return self.slices.restore_all(self.store.bucket_sums(since, BUCKET_S))
 
     def close(self) -> None:
         if self.store is not None:

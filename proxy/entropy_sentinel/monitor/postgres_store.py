@@ -44,7 +44,7 @@ from psycopg_pool import ConnectionPool
 
 from entropy_sentinel.monitor.store import COLUMNS, BucketSums, ReplayRow, decode_row, encode_value
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StoreError", "mask_url"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StoreError", "mask_url", "read_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +427,38 @@ class PostgresStore:
             BucketSums(key, epoch, int(n), int(scores), float(p), float(p2), int(labels), float(y), float(r), float(r2))
             for key, epoch, n, scores, p, p2, labels, y, r, r2 in rows
         ]
+
+
+def read_rows(url: str, since: float | None = None, connect_timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Every stored row (every replica's) with ``ts >= since``, oldest first: what ``report --db
+    postgresql://...`` reads. One read-only transaction on one connection: no migration, no writer,
+    nothing the proxies' database could notice beyond the read. Errors are :class:`StoreError`
+    with the URL's password masked."""
+    secrets = _passwords(url)
+
+    def redacted(exc: BaseException) -> str:
+        text = str(exc).strip()
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return f"{type(exc).__name__}: {text}"
+
+    kwargs: dict[str, Any] = {"application_name": "entropy-sentinel-report", "autocommit": False}
+    if "connect_timeout" not in url:
+        kwargs["connect_timeout"] = max(1, round(connect_timeout_s))
+    where, params = ("WHERE ts >= %s ", (since,)) if since is not None else ("", ())
+    try:
+        with psycopg.connect(url, **kwargs) as conn:
+            conn.read_only = True
+            with conn.transaction():
+                found = conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
+                if not found or found[0] is None:
+                    raise StoreError(f"{mask_url(url)} has no {TABLE} table: is it an Entropy Sentinel store?")
+                with conn.cursor(name="sentinel_report", row_factory=dict_row) as cursor:
+                    cursor.itersize = 5000
+                    cursor.execute(f"SELECT {_SELECT} FROM {TABLE} {where}ORDER BY ts, request_id", params)
+                    return [decode_row(row) for row in cursor]
+    except psycopg.Error as exc:
+        raise StoreError(f"reading {mask_url(url)}: {redacted(exc)}") from None
 
 
 def migrate(conn: psycopg.Connection[Any]) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +34,12 @@ WINDOWS = {"1h": 3600, "24h": 86400}
 # columns of a counter row
 N, SUM_P, SUM_P2, M, SUM_Y, SUM_R, SUM_R2, REQUESTS = range(8)
 _COLS = 8
+
+
+def restore_since(now: float) -> float:
+    """The start of the oldest bucket a 24 h window can still reach at ``now``: a store's sums from then
+    on are restored per bucket, everything older into lifetime only (windows only move forward)."""
+    return float((int(now // BUCKET_S) - BUCKETS + 1) * BUCKET_S)
 
 
 class SliceError(ValueError):
@@ -165,6 +171,19 @@ class SliceRegistry:
                 counter.lifetime[col] += value
         else:
             counter.add(values, float(sums.epoch * BUCKET_S))
+
+    def restore_all(self, sums: Iterable[BucketSums]) -> int:
+        """Every sum of :meth:`RecordStore.bucket_sums`, each slice admitted as a replay of the rows
+        would admit it (``other`` past ``max_slices``); returns the requests they count."""
+        n = 0
+        for bucket in sums:
+            self.restore(self.admit(bucket.slice), bucket)
+            n += bucket.requests
+        return n
+
+    def empty_copy(self) -> SliceRegistry:
+        """A registry with these settings (bounds, level, tau, min_labels) and no counters."""
+        return SliceRegistry(self.max_slices, self.level, self.tau, self.min_labels)
 
     def summary(self, key: str, now: float | None = None) -> dict:
         """The slice's estimates, lifetime and per window, as ``/sentinel/v1/slices`` shows them."""

@@ -1,6 +1,7 @@
 """``entropy-sentinel report``: slice accuracy estimates from stored request records.
 
-Records come from the proxy's SQLite store (:func:`records_from_db`) or from a running proxy's
+Records come from the proxy's store (:func:`records_from_db`: the SQLite file, or a shared
+PostgreSQL database by its ``postgresql://`` URL) or from a running proxy's
 ``GET /sentinel/v1/export`` (:func:`records_from_proxy`); both give the same dicts, one per request,
 with the ``requests`` table's columns (``features`` / ``p_correct_all`` parsed). Reading them lives in
 :mod:`entropy_sentinel.report.data`.
@@ -36,6 +37,7 @@ from entropy_sentinel.report.data import (
     REQUIRED_COLUMNS,
     ReportError,
     choice_scores,
+    describe_source,
     normalize_record,
     parse_since,
     proxy_settings,
@@ -59,6 +61,7 @@ __all__ = [
     "bucket_width",
     "build_report",
     "choice_scores",
+    "describe_source",
     "normalize_record",
     "parse_since",
     "proxy_settings",
@@ -113,7 +116,7 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = analyse(records, level, tau, min_labels, top_requests, acquire_slices)
-    data["source"] = source
+    data["source"] = describe_source(source)  # a database URL's password never reaches the files
     files: dict[str, Path] = {}
     pngs = render_plots(data)
     for name, png in pngs.items():

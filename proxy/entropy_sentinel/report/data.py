@@ -1,7 +1,8 @@
 """Request records for ``entropy-sentinel report``: read from the store or a running proxy.
 
-Records come from the proxy's SQLite store (:func:`records_from_db`) or from a running proxy's
-``GET /sentinel/v1/export`` (:func:`records_from_proxy`); both give the same dicts, one per request,
+Records come from the proxy's store (:func:`records_from_db`: its SQLite file, or the PostgreSQL
+database replicas share, by its ``postgresql://`` URL) or from a running proxy's
+``GET /sentinel/v1/export`` (:func:`records_from_proxy`); all give the same dicts, one per request,
 with the ``requests`` table's columns (``features`` / ``p_correct_all`` parsed). The proxy's own
 settings (:func:`proxy_settings`) and an artifact's τ (:func:`tau_from_artifact`) come from here too.
 """
@@ -105,8 +106,46 @@ def choice_scores(rec: dict[str, Any]) -> list[float]:
     return [] if rec.get("p_correct") is None else [rec["p_correct"]]
 
 
+#: ``--db`` values that name a PostgreSQL database rather than a SQLite file
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(source: str | Path) -> bool:
+    return isinstance(source, str) and source.startswith(POSTGRES_SCHEMES)
+
+
+def describe_source(source: str | None) -> str | None:
+    """``--db``/``--proxy`` as the report may show it: a database URL with its password masked."""
+    if source is None or not is_postgres_url(source):
+        return source
+    from entropy_sentinel.monitor.postgres_store import mask_url  # psycopg only when a URL is given
+
+    return mask_url(source)
+
+
+def records_from_postgres(url: str, since: str | float | None = None) -> list[dict[str, Any]]:
+    """Every record of a shared PostgreSQL store (every replica's) with ``ts >= since``, oldest first,
+    read in one read-only transaction. The password never appears in an error."""
+    from entropy_sentinel.optional import MissingExtra, require
+
+    try:
+        require("postgres", what="report --db postgresql://...")
+    except MissingExtra as exc:
+        raise ReportError(str(exc)) from None
+    from entropy_sentinel.monitor.postgres_store import StoreError, read_rows
+
+    try:
+        rows = read_rows(url, parse_since(since))
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    return [normalize_record(row) for row in rows]
+
+
 def records_from_db(path: str | Path, since: str | float | None = None) -> list[dict[str, Any]]:
-    """Every record of the proxy's SQLite store with ``ts >= since``, oldest first (read-only)."""
+    """Every record of the proxy's store with ``ts >= since``, oldest first (read-only): its SQLite
+    file, or a ``postgresql://`` URL (:func:`records_from_postgres`)."""
+    if is_postgres_url(path):
+        return records_from_postgres(str(path), since)
     path = Path(path)
     if not path.is_file():
         raise ReportError(f"no store at {path}: give the SQLite file the proxy writes (its store path)")
