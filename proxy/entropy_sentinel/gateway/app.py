@@ -20,6 +20,7 @@ from entropy_sentinel.gateway.admin import (
 )
 from entropy_sentinel.gateway.errors import openai_errors
 from entropy_sentinel.gateway.forward import forward
+from entropy_sentinel.gateway.gc_tuning import settle_heap
 from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.gateway.logsafe import install_redaction
 from entropy_sentinel.gateway.paths import path_guard
@@ -135,6 +136,7 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
             log.info("/sentinel/v1/slices: the fleet's counters, refreshed from the store every %g s",
                      cfg.monitor.fleet_refresh_s)
         await asyncio.to_thread(warm_up, scorer)
+        settle_heap()  # start-up's heap out of the collector's way (gc_tuning)
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream
         dialect = cfg.upstream.dialect
