@@ -16,6 +16,16 @@ class SSEEventTooLarge(ValueError):
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
+def _blank_line(data: bytes, pos: int) -> int:
+    """Where the next ``\\n\\n`` at or after ``pos`` starts, or -1. A one-byte find is a memchr,
+    several times faster than searching for the two bytes (events are single lines: one find each)."""
+    while (i := data.find(b"\n", pos)) >= 0:
+        if data[i + 1 : i + 2] == b"\n":
+            return i
+        pos = i + 1
+    return -1
+
+
 class SSEDecoder:
     """Splits a byte stream into events at blank lines (``\\n\\n``; ``\\r\\n`` is normalised).
 
@@ -40,25 +50,32 @@ class SSEDecoder:
             raise SSEEventTooLarge(f"an event exceeded {self.max_event_bytes} bytes")
         if self._cr:
             chunk, self._cr = b"\r" + chunk, False
-        if b"\r" in chunk:
+        if chunk.find(b"\r") >= 0:  # a memchr (``in`` is slower on bytes)
             if chunk.endswith(b"\r"):
                 chunk, self._cr = chunk[:-1], True
             chunk = chunk.replace(b"\r\n", b"\n")
         if not chunk:
             return []
-        joined = self._parts and self._parts[-1].endswith(b"\n") and chunk.startswith(b"\n")
-        if not joined and b"\n\n" not in chunk:
-            self._parts.append(chunk)
+        parts = self._parts
+        joined = parts and parts[-1].endswith(b"\n") and chunk.startswith(b"\n")
+        if not joined and _blank_line(chunk, 0) < 0:
+            parts.append(chunk)
             self._size += len(chunk)
             return self._done([])
-        data = b"".join((*self._parts, chunk)) if self._parts else chunk
-        *events, rest = data.split(b"\n\n")
+        # search only the new bytes (and the held part's last "\n"): linear in what is fed
+        data = b"".join((*parts, chunk)) if parts else chunk
+        start, pos = 0, len(data) - len(chunk) - (1 if joined else 0)
+        events: list[bytes] = []
+        while (cut := _blank_line(data, pos)) >= 0:
+            if cut > start:
+                if cut - start > self.max_event_bytes:
+                    self._size = cut - start
+                    return self._done(events)
+                events.append(data[start:cut])
+            start = pos = cut + 2
+        rest = data[start:]
         self._parts, self._size = ([rest], len(rest)) if rest else ([], 0)
-        for i, event in enumerate(events):
-            if len(event) > self.max_event_bytes:
-                self._size = len(event)
-                return self._done([e for e in events[:i] if e])
-        return self._done([e for e in events if e])
+        return self._done(events)
 
     def _done(self, events: list[bytes]) -> list[bytes]:
         """``events``, unless the event in progress is past the cap: then raise now or next call."""
