@@ -8,11 +8,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from entropy_sentinel import __version__
 from entropy_sentinel.config import ConfigError, SentinelConfig, load_config
 from entropy_sentinel.optional import MissingExtra, require_for_command
+
+if TYPE_CHECKING:
+    from entropy_sentinel.estimator.catalog import EstimatorCatalog
 
 log = logging.getLogger("entropy_sentinel")
 
@@ -32,17 +35,42 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-def serve(cfg: SentinelConfig) -> int:
+def load_estimators(
+    cfg: SentinelConfig, config_path: str | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> EstimatorCatalog:
+    """The estimator map of ``cfg``, loaded; a reload re-reads the estimator section of ``config_path``
+    with the same env and ``overrides`` (the flags win again). Raises EstimatorLoadError."""
+    from entropy_sentinel.config import DEFAULT_ESTIMATOR_MODELS, estimator_map, load_estimator_config
+    from entropy_sentinel.estimator.catalog import EstimatorCatalog
+
+    if cfg.estimator.path.strip() and cfg.estimator.models != DEFAULT_ESTIMATOR_MODELS:
+        log.warning("estimator.path (or --estimator) is set: it scores every model; estimator.models is ignored")
+
+    def source() -> list[tuple[str, str]]:
+        return estimator_map(load_estimator_config(config_path, overrides))
+
+    catalog = EstimatorCatalog.load(estimator_map(cfg.estimator), source=source)
+    for entry in catalog.describe():
+        log.info("estimator for %s: %s (%s, fitted on %s, sha256 %s)", entry["glob"], entry["artifact"],
+                 entry["estimator"], entry["model"], (entry["sha256"] or "-")[:12])
+    if not len(catalog):
+        log.info("no estimator configured: features only, no P(correct)")
+    return catalog
+
+
+def serve(
+    cfg: SentinelConfig, config_path: str | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> int:
     from entropy_sentinel.embedded import LocalLlamaServer
-    from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
     from entropy_sentinel.gateway.app import create_app
     from entropy_sentinel.gateway.server import run as run_server
+    from entropy_sentinel.types import EstimatorLoadError
 
-    scorer = None
-    artifact = resolve_artifact(cfg.estimator.path)
-    if artifact is not None:
-        scorer = ArtifactScorer.load(artifact)
-        log.info("estimator loaded from %s (%s)", artifact, scorer.metadata.get("estimator"))
+    try:
+        estimators = load_estimators(cfg, config_path, overrides)
+    except EstimatorLoadError as exc:
+        print(f"entropy-sentinel: {exc}", file=sys.stderr)
+        return 2
     local = None
     upstream_url = cfg.upstream.url
     if upstream_url == "local":
@@ -50,7 +78,7 @@ def serve(cfg: SentinelConfig) -> int:
         log.info("starting the embedded upstream (llama-server + Gemma 3 270M)")
         upstream_url = local.start()
     try:
-        app = create_app(cfg, upstream_url, scorer=scorer)
+        app = create_app(cfg, upstream_url, scorer=estimators)
         log.info("proxying http://%s:%d/v1 -> %s/v1", cfg.server.host, cfg.server.port, upstream_url)
         run_server(app, cfg.server)  # web.run_app's loop, with the connection cap (server.max_connections)
     finally:
@@ -192,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", help="upstream base URL, or 'local' for the embedded llama-server (default)")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="bind port (default 8080)")
-    p.add_argument("--estimator", help="estimator artifact (skops) from `entropy-sentinel train`: adds P(correct)")
+    p.add_argument("--estimator", help="one estimator artifact (skops, from `entropy-sentinel train`) for every model, "
+                   "instead of estimator.models; builtin = the shipped one; none = no scoring")
     p.add_argument("--store", metavar="PATH", help="SQLite request store, replayed into the slice counters at start "
                    "(default: one file per port, ~/.local/share/entropy-sentinel/sentinel-<port>.db; '' disables)")
     p = sub.add_parser("collect", help="send a benchmark through a running proxy, grade, write labelled traces")
@@ -277,8 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"entropy-sentinel: {exc}", file=sys.stderr)
             return 2
         return commands[args.command](args)
+    overrides = _serve_overrides(args) if args.command == "serve" else None
     try:
-        cfg = load_config(args.config, _serve_overrides(args) if args.command == "serve" else None)
+        cfg = load_config(args.config, overrides)
     except (ConfigError, OSError) as exc:
         print(f"entropy-sentinel: {exc}", file=sys.stderr)
         return 2
@@ -286,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=cfg.logging.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if args.command == "serve":
-        return serve(cfg)
+        return serve(cfg, args.config, overrides)  # SIGHUP re-reads args.config's estimator section
     if args.command == "prepare":
         return prepare(cfg)
     return 2  # pragma: no cover - argparse rejects unknown commands

@@ -143,11 +143,20 @@ class AdminConfig:
     token: str = ""
 
 
+#: the default estimator map: the shipped estimator (trained on Gemma 3 270M) for Gemma 3 270M only
+DEFAULT_ESTIMATOR_MODELS: dict[str, str] = {"gemma-3-270m*": "builtin"}
+
+
 @dataclass
 class EstimatorConfig:
-    #: skops artifact written by `entropy-sentinel train`; "builtin" = the shipped Gemma 3 270M
-    #: estimator (the winner of docs/results.md); "" or "none" = no scoring (features only)
-    path: str = "builtin"
+    #: model id or glob (fnmatch, case-sensitive) -> skops artifact from `entropy-sentinel train`,
+    #: "builtin" (the shipped Gemma 3 270M estimator) or "none" (that model unscored). The response's
+    #: ``model`` (the request's when the response names none) takes the first matching glob, in this
+    #: order; a model no glob matches is recorded unscored (``no_estimator_for_model``)
+    models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ESTIMATOR_MODELS))
+    #: the one-estimator shorthand (and ``serve --estimator``): when set it replaces ``models`` with
+    #: ``{"*": path}``, one artifact for every model; "none" turns scoring off (features only)
+    path: str = ""
 
 
 @dataclass
@@ -301,6 +310,7 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
         errors.append("monitor.sample_rate / slice_sample_rates: fractions in [0, 1]")
     if not 0 <= cfg.monitor.fleet_refresh_s <= 86400:
         errors.append("monitor.fleet_refresh_s: seconds in [0, 86400] (0: this replica's counters only)")
+    _validate_estimator(cfg.estimator, errors)
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         errors.append("logging.level: choose DEBUG, INFO, WARNING or ERROR")
     if cfg.store.durability not in ("batched", "strict"):
@@ -310,6 +320,21 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
     store = resolve_store_path(cfg)
     if not cfg.store.url and store and (store.endswith("/") or Path(store).expanduser().is_dir()):
         errors.append(f"store.path: {cfg.store.path!r} is a directory; name the SQLite file (or '' for no store)")
+
+
+def _validate_estimator(est: EstimatorConfig, errors: list[str]) -> None:
+    for glob, artifact in est.models.items():
+        if not glob.strip() or not artifact.strip():
+            errors.append(f"estimator.models: {glob!r}: {artifact!r}: a model glob and an artifact (a path, builtin "
+                          "or none), neither empty")
+
+
+def estimator_map(est: EstimatorConfig) -> list[tuple[str, str]]:
+    """The effective (glob, artifact) list, in matching order: ``path`` when set (``{"*": path}``;
+    "none": empty, no scoring), else ``models``."""
+    if est.path.strip():
+        return [] if est.path.strip().lower() == "none" else [("*", est.path)]
+    return list(est.models.items())
 
 
 def _validate_store_url(url: str, errors: list[str]) -> None:
@@ -370,6 +395,17 @@ def env_overrides(environ: Mapping[str, str], errors: list[str] | None = None) -
     return out
 
 
+def _read_file(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -380,14 +416,7 @@ def load_config(
     cfg = SentinelConfig()
     errors: list[str] = []
     if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        _apply(cfg, data, "", errors)
+        _apply(cfg, _read_file(path), "", errors)
     _apply(cfg, env_overrides(os.environ if environ is None else environ, errors), "env SENTINEL_", errors)
     if overrides:
         _apply(cfg, overrides, "", errors)
@@ -395,3 +424,27 @@ def load_config(
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     return resolve(cfg)
+
+
+def load_estimator_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> EstimatorConfig:
+    """The ``estimator`` section alone, with :func:`load_config`'s precedence (file < env < ``overrides``):
+    what a reload re-reads. The file's other sections are neither applied nor checked (they need a
+    restart)."""
+    cfg = SentinelConfig()
+    errors: list[str] = []
+    sections = [
+        (_read_file(path) if path is not None else {}, ""),
+        (env_overrides(os.environ if environ is None else environ), "env SENTINEL_"),
+        (overrides or {}, ""),
+    ]
+    for values, prefix in sections:
+        if "estimator" in values:
+            _apply(cfg, {"estimator": values["estimator"]}, prefix, errors)
+    _validate_estimator(cfg.estimator, errors)
+    if errors:
+        raise ConfigError("invalid estimator configuration:\n  " + "\n  ".join(errors))
+    return cfg.estimator

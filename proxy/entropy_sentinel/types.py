@@ -5,6 +5,9 @@ Nothing here imports anything of ours; every other package may import it.
 * :data:`FeaturesByVariant` — one response's trajectory statistics under every entropy variant.
 * :class:`Scorer` — what turns those statistics into P(correct) (the runtime estimator
   implements it: :class:`entropy_sentinel.estimator.scorer.ArtifactScorer`).
+* :class:`ScorerCatalog` — which :class:`Scorer` scores which model (``estimator.models``; the
+  runtime implements it: :class:`entropy_sentinel.estimator.catalog.EstimatorCatalog`), and
+  :class:`EstimatorLoadError`, why a catalog could not be (re)loaded.
 * :class:`UnscoredReason` — why a request was relayed without a score.
 """
 
@@ -14,7 +17,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["FeaturesByVariant", "Scorer", "UnscoredReason"]
+__all__ = ["EstimatorLoadError", "FeaturesByVariant", "Scorer", "ScorerCatalog", "UnscoredReason"]
 
 #: entropy variant -> statistic name -> value, for one choice of one response
 FeaturesByVariant = Mapping[str, Mapping[str, float]]
@@ -38,6 +41,49 @@ class Scorer(Protocol):
     def check_model(self, upstream_models: Sequence[str], /) -> str | None: ...
 
 
+@runtime_checkable
+class ScorerCatalog(Protocol):
+    """Which estimator scores which model: a response is scored by ``scorer_for(its model)``, or not
+    at all when that is None (never by another model's estimator).
+
+    Immutable: a reload builds a new catalog (:meth:`reloaded`) and the gateway swaps its reference,
+    so a request keeps the catalog it started with. ``len()`` counts the configured model patterns;
+    an empty catalog means no scoring is configured at all (features only). ``scorers`` lists each
+    loaded scorer once, in configuration order (the first one's metadata gives the slices' interval
+    spread); ``describe`` one JSON-able dict per pattern (``glob``, ``artifact``, ``sha256``,
+    ``model``, ``estimator``); ``check_models`` warnings about the upstream's models (one without an
+    estimator, one its estimator was not fitted on).
+    """
+
+    def __len__(self) -> int: ...
+
+    def scorer_for(self, model: str | None, /) -> Scorer | None: ...
+
+    def scorers(self) -> Sequence[Scorer]: ...
+
+    def describe(self) -> list[dict[str, Any]]: ...
+
+    def check_models(self, upstream_models: Sequence[str], /) -> list[str]: ...
+
+    def reloaded(self) -> ScorerCatalog:
+        """A new catalog from the same source (the configuration re-read, the artifacts loaded again);
+        raises :class:`EstimatorLoadError`, leaving this one as it is."""
+        ...
+
+
+class EstimatorLoadError(ValueError):
+    """An estimator map or artifact that cannot be loaded; the message is meant for the operator.
+
+    ``kind``: ``"config"`` (the estimator section of the configuration is invalid or unreadable),
+    ``"artifact"`` (a file is missing, not a skops artifact, holds a type outside the allow-list, or
+    fails to score), ``"unavailable"`` (this catalog has no source to reload from).
+    """
+
+    def __init__(self, message: str, kind: str = "artifact") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class UnscoredReason(enum.StrEnum):
     """Why a request carries no P(correct). The values are what records and metric labels show."""
 
@@ -58,6 +104,9 @@ class UnscoredReason(enum.StrEnum):
     #: a logprobs block not of the OpenAI shapes (a string logprob, a candidate without one, ...):
     #: the answer was relayed as the upstream sent it
     MALFORMED_LOGPROBS = "malformed_logprobs"
+    #: no estimator is configured for the response's model (``estimator.models``): features recorded,
+    #: no P(correct) (another model's estimator would be miscalibrated)
+    NO_ESTIMATOR_FOR_MODEL = "no_estimator_for_model"
     #: the upstream refused forced logprobs; the request was retried as the client sent it
     UPSTREAM_REFUSED_LOGPROBS = "upstream_refused_logprobs"
     #: the proxy failed on this request (a bug): a 500 when nothing was relayed yet, else the

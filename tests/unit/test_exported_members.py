@@ -37,7 +37,7 @@ PUBLIC = sorted(_module(p) for p in PACKAGE.rglob("*.py") if _declares_all(p))
 
 #: module -> names it must keep exporting: the shared vocabulary and the seams
 SEAMS: dict[str, set[str]] = {
-    "entropy_sentinel.types": {"FeaturesByVariant", "Scorer", "UnscoredReason"},
+    "entropy_sentinel.types": {"EstimatorLoadError", "FeaturesByVariant", "Scorer", "ScorerCatalog", "UnscoredReason"},
     "entropy_sentinel.monitor.store": {
         "COLUMNS", "JSON_COLUMNS", "TEXT_COLUMNS", "RecordStore", "ReplayRow", "decode_row", "encode_value",
     },

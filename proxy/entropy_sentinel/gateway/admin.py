@@ -7,6 +7,11 @@ SIGTERM started the drain) is an admin route: when ``admin.token`` is configured
 ``/sentinel/v1/slices`` serves the fleet's counters when the store is shared by replicas
 (:class:`~entropy_sentinel.monitor.fleet.FleetView`, ``"scope": "fleet"``), else this replica's
 (``"scope": "replica"``).
+
+``GET /sentinel/v1/estimators`` lists the estimator map in use (glob, artifact, sha256, the model it
+was fitted on); ``POST /sentinel/v1/estimators/reload`` reloads it (:mod:`~entropy_sentinel.gateway.estimators`):
+200 with the new map, or the old map stays and the answer says why (400: the configuration's estimator
+section; 422: an artifact; 409: nothing to reload from).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from entropy_sentinel import __version__
 from entropy_sentinel.gateway.errors import error_response
+from entropy_sentinel.gateway.estimators import RELOADS_KEY
 from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.gateway.readiness import READINESS_KEY
 from entropy_sentinel.gateway.request_body import read_body
@@ -34,6 +40,7 @@ from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
 from entropy_sentinel.monitor.store import RecordStore
 from entropy_sentinel.stats.intervals import spread_of
+from entropy_sentinel.types import EstimatorLoadError
 
 INSTRUMENTER_KEY = web.AppKey("instrumenter", Instrumenter)
 RECORDS_KEY = web.AppKey("records", RecentRecords)
@@ -64,17 +71,54 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
+#: what /sentinel/healthz (outside the admin token) shows of each estimator: no file paths
+_PUBLIC_ESTIMATOR_KEYS = ("glob", "model", "estimator", "sha256", "scoring")
+#: a refused reload's status and code, by EstimatorLoadError.kind
+_RELOAD_REFUSED = {
+    "config": (400, "invalid_estimator_config"),
+    "artifact": (422, "invalid_estimator_artifact"),
+    "unavailable": (409, "estimator_reload_unavailable"),
+}
+
+
 async def healthz(request: web.Request) -> web.Response:
     instrumenter = request.app[INSTRUMENTER_KEY]
+    estimators = instrumenter.estimators
+    listing = estimators.describe() if estimators is not None else []
     return _json(
         {
             "status": "ok",
             "version": __version__,
             "upstream": instrumenter.upstream.base_url,
             "upstream_dialect": instrumenter.dialect.name,
-            "estimator_loaded": instrumenter.scorer is not None,
+            "estimator_loaded": any(e["scoring"] for e in listing),
+            "estimators": [{k: e.get(k) for k in _PUBLIC_ESTIMATOR_KEYS} for e in listing],
         }
     )
+
+
+def _estimators_body(request: web.Request) -> dict[str, Any]:
+    estimators = request.app[INSTRUMENTER_KEY].estimators
+    reloads = request.app.get(RELOADS_KEY)
+    return {
+        "estimators": estimators.describe() if estimators is not None else [],
+        "reloaded_at": reloads.reloaded_at if reloads is not None else None,
+        "tau": spread_of(request.app[MONITOR_KEY].slices.tau).tau0,
+    }
+
+
+async def estimators_list(request: web.Request) -> web.Response:
+    return _json(_estimators_body(request))
+
+
+async def estimators_reload(request: web.Request) -> web.Response:
+    """Reload the estimator map and its artifacts; refused in OpenAI's error shape, the old map kept."""
+    try:
+        await request.app[RELOADS_KEY].reload()
+    except EstimatorLoadError as exc:
+        status, code = _RELOAD_REFUSED.get(exc.kind, (422, "invalid_estimator_artifact"))
+        return error_response(status, f"Estimators not reloaded, the previous ones stay: {exc}", code=code)
+    return _json(_estimators_body(request))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -196,3 +240,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/sentinel/v1/slices", slices)
     app.router.add_post("/sentinel/v1/feedback", feedback)
     app.router.add_get("/sentinel/v1/export", export)
+    app.router.add_get("/sentinel/v1/estimators", estimators_list)
+    app.router.add_post("/sentinel/v1/estimators/reload", estimators_reload)

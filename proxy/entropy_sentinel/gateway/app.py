@@ -19,6 +19,7 @@ from entropy_sentinel.gateway.admin import (
     admin_auth,
 )
 from entropy_sentinel.gateway.errors import openai_errors
+from entropy_sentinel.gateway.estimators import RELOADS_KEY, EstimatorReloads, as_catalog, interval_tau
 from entropy_sentinel.gateway.forward import forward
 from entropy_sentinel.gateway.gc_tuning import settle_heap
 from entropy_sentinel.gateway.instrumented import Instrumenter
@@ -35,8 +36,7 @@ from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
 from entropy_sentinel.monitor.slices import SliceRegistry
 from entropy_sentinel.monitor.store_factory import open_store
-from entropy_sentinel.stats.intervals import transfer_tau
-from entropy_sentinel.types import Scorer
+from entropy_sentinel.types import Scorer, ScorerCatalog
 
 __all__ = ["INSTRUMENTER_KEY", "MONITOR_KEY", "RECORDS_KEY", "UPSTREAM_KEY", "create_app"]
 
@@ -74,24 +74,23 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     return await forward(request, request.app[UPSTREAM_KEY])
 
 
-def warm_up(scorer: Scorer | None) -> None:
-    """Run the per-response path once at start-up (numpy, features, the estimator's first call are
+def warm_up(estimators: ScorerCatalog | None) -> None:
+    """Run the per-response path once at start-up (numpy, features, each estimator's first call are
     several times slower cold), so the first client does not pay for it."""
     from entropy_sentinel.signal import Trajectory
 
     traj = Trajectory()
     traj.add([2, 2], [-0.1, -2.5, -0.3, -1.5], [-0.1, -0.3])
     by_variant = traj.features_by_variant()  # what the scoring worker computes
-    if scorer is not None:
+    for scorer in estimators.scorers() if estimators else ():
         scorer([by_variant])
 
 
-def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
-    metadata = getattr(scorer, "metadata", None) or {}
+def build_monitor(cfg: SentinelConfig, estimators: ScorerCatalog | None) -> Monitor:
     slices = SliceRegistry(
         cfg.monitor.max_slices,
         cfg.monitor.level,
-        transfer_tau(metadata.get("validation"), cfg.monitor.level),
+        interval_tau(estimators, cfg.monitor.level),  # the first estimator's τ (configuration order)
         cfg.monitor.min_labels,
     )
     store = open_store(cfg.store)  # PostgreSQL (store.url), the SQLite file (store.path), or none
@@ -107,8 +106,12 @@ def build_monitor(cfg: SentinelConfig, scorer: Scorer | None) -> Monitor:
     )
 
 
-def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = None) -> web.Application:
-    """The proxy in front of ``upstream_url`` (an OpenAI-compatible base URL)."""
+def create_app(
+    cfg: SentinelConfig, upstream_url: str, scorer: Scorer | ScorerCatalog | None = None
+) -> web.Application:
+    """The proxy in front of ``upstream_url`` (an OpenAI-compatible base URL). ``scorer``: the estimators
+    by model (a :class:`ScorerCatalog`, reloadable), or one scorer for every model, or None (features only)."""
+    estimators = as_catalog(scorer)
     install_redaction()  # aiohttp's server errors quote the raw request (API keys included)
     app = web.Application(
         client_max_size=int(cfg.server.max_body_mb * 1024 * 1024),
@@ -122,7 +125,7 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
     app[READINESS_KEY] = Readiness()  # gateway.server.run turns it false on SIGTERM, before the drain
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        monitor = build_monitor(cfg, scorer)
+        monitor = build_monitor(cfg, estimators)
         app[MONITOR_KEY] = monitor
         if monitor.store is not None:
             replayed = await asyncio.to_thread(monitor.replay_store)
@@ -135,24 +138,24 @@ def create_app(cfg: SentinelConfig, upstream_url: str, scorer: Scorer | None = N
             fleet_task = asyncio.create_task(fleet.run(), name="sentinel-fleet-view")
             log.info("/sentinel/v1/slices: the fleet's counters, refreshed from the store every %g s",
                      cfg.monitor.fleet_refresh_s)
-        await asyncio.to_thread(warm_up, scorer)
+        await asyncio.to_thread(warm_up, estimators)
         settle_heap()  # start-up's heap out of the collector's way (gc_tuning)
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream
         dialect = cfg.upstream.dialect
-        if dialect == "auto" or scorer is not None:
+        if dialect == "auto" or estimators:
             listing = await probe_models(upstream)
             if dialect == "auto":
                 dialect = detect_dialect(listing)
-            warning = getattr(scorer, "check_model", lambda ids: None)(model_ids(listing))
-            if warning:
+            for warning in estimators.check_models(model_ids(listing)) if estimators else ():
                 log.warning(warning)
         log.info("upstream dialect: %s", dialect)
-        app[INSTRUMENTER_KEY] = Instrumenter(
-            upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, scorer=scorer,
+        instrumenter = app[INSTRUMENTER_KEY] = Instrumenter(
+            upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, estimators=estimators,
             dialect=DIALECTS[dialect], monitor=monitor, max_choices=cfg.signal.max_choices,
             max_event_bytes=int(cfg.upstream.max_event_mb * 1024 * 1024),
         )
+        app[RELOADS_KEY] = EstimatorReloads(instrumenter, monitor.slices)  # the admin route and SIGHUP
         yield
         if fleet_task is not None:
             app[FLEET_KEY].stop()

@@ -40,7 +40,7 @@ from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, Dialect, En
 from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
 from entropy_sentinel.monitor.slices import SliceError
-from entropy_sentinel.types import Scorer, UnscoredReason
+from entropy_sentinel.types import ScorerCatalog, UnscoredReason
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Instrumenter:
         records: RecentRecords,
         top_k: int = 20,
         entropy_variant: str = "topk",
-        scorer: Scorer | None = None,
+        estimators: ScorerCatalog | None = None,
         dialect: Dialect = DIALECTS["openai"],
         monitor: Monitor | None = None,
         max_choices: int = 16,
@@ -102,8 +102,10 @@ class Instrumenter:
         self.records = records
         self.top_k = top_k
         self.entropy_variant = entropy_variant
-        self.scorer = scorer
-        self.scoring = ScoringWorker(scorer)  # features and scores, off the loop, batched
+        #: which estimator scores which model; a reload swaps this reference (gateway/estimators.py),
+        #: a request keeps the catalog it started with
+        self.estimators = estimators
+        self.scoring = ScoringWorker()  # features and scores, off the loop, batched
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record = RequestRecord(request_id=uuid.uuid4().hex, route=endpoint)
@@ -205,6 +207,7 @@ class Instrumenter:
     async def _unary(
         self, request: web.Request, plan: LogprobPlan, forced: bytes, record: RequestRecord, ids: dict[str, str]
     ) -> web.StreamResponse:
+        estimators = self.estimators  # this request's, whatever a reload swaps in meanwhile
         if self._too_many_choices(plan):
             return await self._retry_unforced(request, plan, record, ids, UnscoredReason.TOO_MANY_CHOICES)
         try:
@@ -249,7 +252,7 @@ class Instrumenter:
                 body = payload
             model = obj.get("model") if isinstance(obj, dict) else None
         record.overhead_s += time.perf_counter() - t0
-        scores = await self._finish(record, extractor, model)
+        scores = await self._finish(record, extractor, model, estimators, plan.model)
         if scores is not None:
             headers[P_CORRECT_HEADER] = ",".join(f"{p:.4f}" for p in scores)
         return web.Response(status=status, reason=reason, body=body, headers=headers)
@@ -257,6 +260,7 @@ class Instrumenter:
     async def _stream(
         self, request: web.Request, plan: LogprobPlan, forced: bytes, record: RequestRecord, ids: dict[str, str]
     ) -> web.StreamResponse:
+        estimators = self.estimators  # this stream's, whatever a reload swaps in before it ends
         if self._too_many_choices(plan):
             return await self._retry_unforced(request, plan, record, ids, UnscoredReason.TOO_MANY_CHOICES)
         async with AsyncExitStack() as stack:
@@ -296,7 +300,7 @@ class Instrumenter:
             headers.update(ids)
             response = web.StreamResponse(status=200, reason=up.reason, headers=headers)
             await response.prepare(request)
-            relay = _StreamRelay(self, plan, record)
+            relay = _StreamRelay(self, plan, record, estimators)
             ending = request[ENDING_KEY]
             try:
                 while True:
@@ -338,18 +342,32 @@ class Instrumenter:
         event = parse_event(raw)
         return event.data is not None and event.data.startswith(b"{\"error\"") and refuses_logprobs(event.data)
 
-    async def _finish(self, record: RequestRecord, extractor: ChoiceExtractor, model: Any) -> list[float] | None:
-        """Features of every choice, and their scores when an estimator is loaded.
+    async def _finish(
+        self,
+        record: RequestRecord,
+        extractor: ChoiceExtractor,
+        model: Any,
+        estimators: ScorerCatalog | None,
+        requested_model: str | None = None,
+    ) -> list[float] | None:
+        """Features of every choice, and their scores by the estimator of the response's model.
 
         Both are computed by the scoring worker's thread (:mod:`~entropy_sentinel.gateway.scoring`),
         never on the event loop: features under every entropy variant and a forest or boosted model
         would stall every other stream the proxy is relaying. Responses that finish together are
-        scored in one estimator call.
+        scored in one estimator call (per estimator).
+
+        ``estimators`` is the catalog the request started with; the response's model (the request's,
+        ``requested_model``, when the response names none) picks the estimator. A model without one
+        is recorded unscored (``no_estimator_for_model``); with no estimator configured at all (no or
+        an empty catalog) the features are recorded, ``scored`` true, and no P(correct).
         """
         t0 = time.perf_counter()
         record.model = model if isinstance(model, str) else record.model
-        score = record.unscored_reason is None and extractor.unscored is None and self.scorer is not None
-        summary = await self.scoring.summarize(sorted(extractor.trajectories.items()), score)
+        configured = bool(estimators)  # None or empty: no estimator configured at all
+        scorer = estimators.scorer_for(record.model or requested_model) if estimators else None
+        wanted = record.unscored_reason is None and extractor.unscored is None
+        summary = await self.scoring.summarize(sorted(extractor.trajectories.items()), scorer if wanted else None)
         for choice in summary.choices:
             record.features_by_variant[choice.index] = choice.features_by_variant
             record.features[choice.index] = choice.features_by_variant[self.entropy_variant]
@@ -358,8 +376,10 @@ class Instrumenter:
         if record.unscored_reason is None:  # scored only from finite data, of every choice
             with_data = bool(record.tokens) and all(record.tokens.values())
             record.unscored_reason = extractor.unscored or (None if with_data else UnscoredReason.NO_LOGPROBS)
+        if record.unscored_reason is None and configured and scorer is None:  # never another model's estimator
+            record.unscored_reason = UnscoredReason.NO_ESTIMATOR_FOR_MODEL
         record.scored = record.unscored_reason is None
-        if not record.scored or self.scorer is None:
+        if not record.scored or scorer is None:
             record.overhead_s += time.perf_counter() - t0
             return None
         if summary.scores is None:  # a failing estimator leaves the response unscored, never broken
@@ -423,9 +443,13 @@ ENDING_KEY = web.RequestKey("sentinel_ending", _Ending)
 class _StreamRelay:
     """Rewrites the events of one stream; writes the score comment just before ``[DONE]``."""
 
-    def __init__(self, owner: Instrumenter, plan: LogprobPlan, record: RequestRecord) -> None:
+    def __init__(
+        self, owner: Instrumenter, plan: LogprobPlan, record: RequestRecord, estimators: ScorerCatalog | None
+    ) -> None:
         self.owner = owner
         self.record = record
+        self.estimators = estimators
+        self.requested_model = plan.model
         self.extractor = ChoiceExtractor(plan, owner.top_k, owner.max_choices)
         self.done = False
         self._done_event = b""
@@ -495,6 +519,8 @@ class _StreamRelay:
         ``[DONE]`` event when the upstream sent one."""
         if self.capture:
             self.record.completion = "".join(self._parts)[:65536]
-        scores = await self.owner._finish(self.record, self.extractor, self.record.model)
+        scores = await self.owner._finish(
+            self.record, self.extractor, self.record.model, self.estimators, self.requested_model
+        )
         payload = {"request_id": self.record.request_id, "scored": self.record.scored, "p_correct": scores}
         return encode_comment(b"sentinel " + orjson.dumps(payload)) + self._done_event

@@ -7,8 +7,9 @@ candidates and its statistics under every entropy variant (all four computed in 
 asked. None of it runs on the loop, which keeps relaying the other streams. One thread, so the
 estimator sees one call at a time (the :class:`~entropy_sentinel.types.Scorer` contract: a worker
 thread, never the loop); responses that finish while it is busy are scored together in its next
-call, one predict over all their rows. A batch whose call fails is scored again one response at a
-time, so one response's failure never unscores another.
+call, one predict over all their rows per estimator (each response names its own: with estimators
+keyed by model, a batch holds one call per estimator). A batch whose call fails is scored again one
+response at a time, so one response's failure never unscores another.
 
 The thread starts with the first response and ends after ``idle_s`` without one (a later response
 starts it again), so an idle proxy, or a test that builds many, keeps no thread.
@@ -48,7 +49,7 @@ class Summary:
 @dataclass(slots=True)
 class _Job:
     trajectories: Sequence[tuple[int, Trajectory]]
-    score: bool
+    scorer: Scorer | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Summary]
     summary: Summary | None = None
@@ -74,8 +75,7 @@ def _resolve(job: _Job) -> None:
 
 
 class ScoringWorker:
-    def __init__(self, scorer: Scorer | None, idle_s: float = 30.0) -> None:
-        self.scorer = scorer
+    def __init__(self, idle_s: float = 30.0) -> None:
         self.idle_s = idle_s
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -84,11 +84,11 @@ class ScoringWorker:
         self.calls = 0
         self.scored = 0
 
-    async def summarize(self, trajectories: Sequence[tuple[int, Trajectory]], score: bool) -> Summary:
-        """Features of every choice of a finished response; its scores too when ``score`` (and an
-        estimator is loaded, and every choice has tokens)."""
+    async def summarize(self, trajectories: Sequence[tuple[int, Trajectory]], scorer: Scorer | None) -> Summary:
+        """Features of every choice of a finished response; its scores too, by ``scorer``, when one is
+        given and every choice has tokens."""
         loop = asyncio.get_running_loop()
-        job = _Job(trajectories, score and self.scorer is not None, loop, loop.create_future())
+        job = _Job(trajectories, scorer, loop, loop.create_future())
         with self._lock:
             self._queue.put(job)
             if self._thread is None:
@@ -124,23 +124,25 @@ class ScoringWorker:
                 job.failure = exc
                 continue
             job.summary = Summary(choices)
-            if job.score and choices and all(c.tokens for c in choices):
+            if job.scorer is not None and choices and all(c.tokens for c in choices):
                 job.rows = [c.features_by_variant for c in choices]
                 scoring.append(job)
-        if not scoring or self.scorer is None:
-            return
-        try:
-            self._score(scoring)
-        except Exception:  # one at a time: a response's failure stays its own
-            for job in scoring:
-                try:
-                    self._score([job])
-                except Exception as exc:
-                    job.summary.error = exc  # type: ignore[union-attr]
+        by_scorer: dict[int, list[_Job]] = {}
+        for job in scoring:  # one call per estimator: each response is scored by its own model's
+            by_scorer.setdefault(id(job.scorer), []).append(job)
+        for group in by_scorer.values():
+            try:
+                self._score(group)
+            except Exception:  # one at a time: a response's failure stays its own
+                for job in group:
+                    try:
+                        self._score([job])
+                    except Exception as exc:
+                        job.summary.error = exc  # type: ignore[union-attr]
 
     def _score(self, jobs: list[_Job]) -> None:
         rows = [row for job in jobs for row in job.rows]
-        scores = [float(p) for p in self.scorer(rows)]  # type: ignore[misc]
+        scores = [float(p) for p in jobs[0].scorer(rows)]  # type: ignore[misc]  # one scorer per group
         self.calls += 1
         if len(scores) != len(rows):
             raise ValueError(f"the estimator returned {len(scores)} scores for {len(rows)} rows")

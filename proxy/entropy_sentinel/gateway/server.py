@@ -14,6 +14,10 @@ connections are refused), idle keep-alive connections are closed, and in-flight 
 get ``server.drain_timeout_s`` to finish (those still running then are cancelled); then the app's
 cleanup closes the upstream pool and flushes and closes the store, and ``run`` returns (exit 0). A
 second signal during the delay ends the delay.
+
+SIGHUP reloads the estimator map and its artifacts (:func:`~entropy_sentinel.gateway.estimators.reload_on_signal`:
+the configuration file's estimator section re-read; in-flight streams keep their estimators; a bad
+artifact is refused in the log and the previous estimators stay).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from aiohttp import web
 
 from entropy_sentinel.config import ServerConfig
 from entropy_sentinel.gateway.errors import error_body
+from entropy_sentinel.gateway.estimators import reload_on_signal
 from entropy_sentinel.gateway.logsafe import SERVER_LOG
 from entropy_sentinel.gateway.readiness import READINESS_KEY, Readiness
 
@@ -238,6 +243,7 @@ async def _serve_until_signalled(runner: GatedRunner, readiness: Readiness, cfg:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, reload_on_signal, runner.app)  # not a stop: the estimators reload
     await runner.setup()  # the app's start-up (store replay, warm-up); a signal meanwhile is kept
     try:
         if signalled.is_set():  # stopped before serving anyone: nothing to drain

@@ -80,6 +80,8 @@ class LogprobPlan:
     original_body: bytes = b""
     #: choices the request asks for (``n``; 1 when absent); None when ``n`` is not an integer
     choices: int | None = 1
+    #: the model the request names: picks the estimator when the response names none
+    model: str | None = None
 
     @property
     def passthrough(self) -> bool:
@@ -130,6 +132,7 @@ def plan_logprobs(
         stream=stream,
         drop_key=endpoint == "chat" and dialect.chat_key_absent,
         choices=1 if n is None else n if _is_int(n) else None,
+        model=model if isinstance(model := body.get("model"), str) else None,
     )
 
 

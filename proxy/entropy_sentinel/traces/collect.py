@@ -243,7 +243,9 @@ async def collect(
                 bar.write(f"{name}/{item.item_id}: {type(exc).__name__}: {exc}"[:300])
                 bar.update()
                 return
-        if not record.get("scored") or not record.get("choices"):
+        # a model the proxy has no estimator for still gives features to train one: kept, p_correct null
+        usable = record.get("scored") or record.get("unscored_reason") == "no_estimator_for_model"
+        if not usable or not record.get("choices"):
             stats.unscored += 1
             bar.update()
             return

@@ -44,12 +44,12 @@ class SlowScorer:
 
 async def test_responses_finishing_together_share_one_call_with_the_same_scores():
     scorer = SlowScorer()
-    worker = ScoringWorker(scorer)
+    worker = ScoringWorker()
     trajs = [[(0, trajectory(5 + i, i / 10))] for i in range(6)]
     alone = [scorer([t.features_by_variant() for _, t in tr]) for tr in trajs]
     scorer.calls.clear()
     scorer.threads.clear()
-    summaries = await asyncio.gather(*(worker.summarize(tr, score=True) for tr in trajs))
+    summaries = await asyncio.gather(*(worker.summarize(tr, scorer) for tr in trajs))
     assert [s.scores for s in summaries] == alone
     assert scorer.calls[0] == 1 and sum(scorer.calls) == 6 and len(scorer.calls) < 6  # batched
     assert scorer.threads == {"sentinel-scoring"}
@@ -61,12 +61,12 @@ async def test_responses_finishing_together_share_one_call_with_the_same_scores(
 async def test_a_failing_response_does_not_unscore_the_others():
     bad = trajectory(4, 0.5)
     bad_nll = bad.features_by_variant()["topk"]["nll_mean"]
-    worker = ScoringWorker(SlowScorer(fail_when=bad_nll))
+    worker, scorer = ScoringWorker(), SlowScorer(fail_when=bad_nll)
     summaries = await asyncio.gather(
-        worker.summarize([(0, trajectory(3))], True),
-        worker.summarize([(0, trajectory(4))], True),
-        worker.summarize([(0, bad)], True),
-        worker.summarize([(0, trajectory(6))], True),
+        worker.summarize([(0, trajectory(3))], scorer),
+        worker.summarize([(0, trajectory(4))], scorer),
+        worker.summarize([(0, bad)], scorer),
+        worker.summarize([(0, trajectory(6))], scorer),
     )
     assert [s.error is None for s in summaries] == [True, True, False, True]
     assert summaries[2].scores is None and isinstance(summaries[2].error, ValueError)
@@ -75,34 +75,60 @@ async def test_a_failing_response_does_not_unscore_the_others():
 
 async def test_not_scored_when_not_asked_or_a_choice_has_no_tokens():
     scorer = SlowScorer()
-    worker = ScoringWorker(scorer)
-    unasked = await worker.summarize([(0, trajectory(3))], False)
-    empty = await worker.summarize([(0, trajectory(3)), (1, Trajectory())], True)
-    nothing = await worker.summarize([], True)
+    worker = ScoringWorker()
+    unasked = await worker.summarize([(0, trajectory(3))], None)
+    empty = await worker.summarize([(0, trajectory(3)), (1, Trajectory())], scorer)
+    nothing = await worker.summarize([], scorer)
     assert unasked.scores is None and empty.scores is None and nothing.scores is None
     assert [c.tokens for c in empty.choices] == [3, 0] and not scorer.calls
-    features_only = await ScoringWorker(None).summarize([(0, trajectory(2))], True)
-    assert features_only.scores is None and features_only.choices[0].tokens == 2
+    assert unasked.choices[0].tokens == 3  # features without a scorer
 
 
 async def test_a_cancelled_request_does_not_break_the_worker():
-    worker = ScoringWorker(SlowScorer())
-    first = asyncio.ensure_future(worker.summarize([(0, trajectory(3))], True))
+    worker, scorer = ScoringWorker(), SlowScorer()
+    first = asyncio.ensure_future(worker.summarize([(0, trajectory(3))], scorer))
     await asyncio.sleep(0.05)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    later = await worker.summarize([(0, trajectory(3))], True)
+    later = await worker.summarize([(0, trajectory(3))], scorer)
     assert later.scores is not None
 
 
 async def test_the_thread_ends_when_idle_and_comes_back():
-    worker = ScoringWorker(SlowScorer(), idle_s=0.05)
-    await worker.summarize([(0, trajectory(2))], True)
+    worker, scorer = ScoringWorker(idle_s=0.05), SlowScorer()
+    await worker.summarize([(0, trajectory(2))], scorer)
     for _ in range(100):
         if worker._thread is None:
             break
         await asyncio.sleep(0.02)
     assert worker._thread is None
-    again = await worker.summarize([(0, trajectory(2))], True)
+    again = await worker.summarize([(0, trajectory(2))], scorer)
     assert again.scores is not None
+
+
+class OffsetScorer(SlowScorer):
+    """SlowScorer's score plus a constant: two estimators that score the same features differently."""
+
+    def __init__(self, offset: float) -> None:
+        super().__init__()
+        self.offset = offset
+
+    def __call__(self, rows):
+        return [p * 0.5 + self.offset for p in super().__call__(rows)]
+
+
+async def test_responses_of_different_estimators_in_one_batch_are_each_scored_by_their_own():
+    a, b = OffsetScorer(0.0), OffsetScorer(0.5)
+    worker = ScoringWorker()
+    trajs = [[(0, trajectory(4 + i, i / 10))] for i in range(6)]
+    scorers = [a if i % 2 else b for i in range(6)]
+    expected = [s([t.features_by_variant() for _, t in tr]) for s, tr in zip(scorers, trajs, strict=True)]
+    a.calls.clear(), b.calls.clear()
+    blocker = asyncio.ensure_future(worker.summarize([(0, trajectory(2))], a))  # the first call sleeps: the rest batch
+    await asyncio.sleep(0.05)
+    summaries = await asyncio.gather(*(worker.summarize(tr, s) for s, tr in zip(scorers, trajs, strict=True)))
+    await blocker
+    assert [s.scores for s in summaries] == expected
+    assert sum(a.calls) == 1 + 3 and sum(b.calls) == 3  # each row went to its own estimator only
+    assert len(a.calls) == 2 and len(b.calls) == 1  # batched: one call per estimator

@@ -122,6 +122,19 @@ async def test_rows_without_an_estimator_have_null_p_correct(tmp_path):
     assert "mean P(correct) n/a" in summary.line("addsub")
 
 
+async def test_a_model_the_proxy_has_no_estimator_for_is_collected_to_train_one(tmp_path):
+    from entropy_sentinel.estimator.catalog import EstimatorCatalog
+
+    bench, out = write_benchmark(tmp_path, n=2), tmp_path / "traces.jsonl"
+    gemma_only = EstimatorCatalog.load([("gemma-3-270m*", "builtin")])  # the default map: not "scripted"
+    async with scripted_upstream(adder) as up, running_proxy(up.url, dialect="openai", scorer=gemma_only) as proxy:
+        stats = await collect(proxy.root, str(bench), out, model="scripted", progress=False)
+        rows = rows_of(out)
+        reasons = {proxy.records.get(r["request_id"]).unscored_reason for r in rows}
+    assert reasons == {"no_estimator_for_model"} and stats.written == 2 and stats.unscored == 0
+    assert [r["p_correct"] for r in rows] == [None, None] and all(r["features"]["mean"] > 0 for r in rows)
+
+
 async def test_another_prompt_set_is_sent_recorded_and_resumed_separately(tmp_path):
     bench, out = write_benchmark(tmp_path, n=3), tmp_path / "traces.jsonl"
     raw = yaml.safe_load(PACKAGED_PROMPTS.read_text())
