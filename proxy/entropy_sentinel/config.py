@@ -14,6 +14,7 @@ import difflib
 import os
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,22 @@ class EstimatorConfig:
 
 
 @dataclass
+class OtelConfig:
+    """OpenTelemetry traces: a span per instrumented request, its P(correct) as an evaluation event."""
+
+    #: OTLP/HTTP collector, e.g. ``http://collector:4318`` (``/v1/traces`` is added unless the path already
+    #: ends with it); needs the ``otel`` extra; "" = off
+    endpoint: str = ""
+    service_name: str = "entropy-sentinel"
+    #: longest one batch's export may take, retries included; also bounds the flush at shutdown
+    export_timeout_s: float = 10.0
+    #: spans waiting for export (an unreachable collector costs at most this many; past it the oldest are dropped)
+    max_queue_size: int = 2048
+    #: a batch is sent at least this often (sooner once 512 spans wait)
+    schedule_delay_s: float = 5.0
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
 
@@ -174,6 +191,7 @@ class SentinelConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    otel: OtelConfig = field(default_factory=OtelConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
@@ -317,6 +335,7 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
         errors.append("store.durability: choose batched (commits every flush_interval_s) or strict")
     if cfg.store.url:
         _validate_store_url(cfg.store.url, errors)
+    _validate_otel(cfg.otel, errors)
     store = resolve_store_path(cfg)
     if not cfg.store.url and store and (store.endswith("/") or Path(store).expanduser().is_dir()):
         errors.append(f"store.path: {cfg.store.path!r} is a directory; name the SQLite file (or '' for no store)")
@@ -346,6 +365,37 @@ def _validate_store_url(url: str, errors: list[str]) -> None:
         require("postgres", what="store.url (the PostgreSQL record store)")
     except MissingExtra as exc:
         errors.append(f"store.url: {exc}")
+
+
+def _collector_url(url: str) -> bool:
+    """An http(s) URL with a host, a valid port if any, and no credentials (they would be logged)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises ValueError on a port that is not one
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.username or parts.password)
+
+
+def _validate_otel(otel: OtelConfig, errors: list[str]) -> None:
+    if not otel.service_name.strip():
+        errors.append("otel.service_name: must not be empty")
+    if not 0 < otel.export_timeout_s <= 300:
+        errors.append("otel.export_timeout_s: seconds in (0, 300]")
+    if not 1 <= otel.max_queue_size <= 1_000_000:
+        errors.append("otel.max_queue_size: spans in [1, 1000000]")
+    if not 0 < otel.schedule_delay_s <= 3600:
+        errors.append("otel.schedule_delay_s: seconds in (0, 3600]")
+    if not otel.endpoint:
+        return
+    if not _collector_url(otel.endpoint):
+        errors.append("otel.endpoint: an http(s)://host:port URL of an OTLP/HTTP collector (credentials go in "
+                      "OTEL_EXPORTER_OTLP_HEADERS, not the URL), or '' for no traces")
+        return
+    try:
+        require("otel", what="otel.endpoint (OpenTelemetry traces)")
+    except MissingExtra as exc:
+        errors.append(f"otel.endpoint: {exc}")
 
 
 def resolve_store_path(cfg: SentinelConfig) -> str:

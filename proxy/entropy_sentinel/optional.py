@@ -3,7 +3,7 @@
 ``require("report", "matplotlib")`` returns quietly when the modules are importable and otherwise
 raises :class:`MissingExtra`, whose message says which ``pip install`` fixes it. Commands check
 their extra before importing anything heavy (see :data:`COMMAND_EXTRAS`); so does a configuration
-that needs one (``store.url: postgresql://...`` needs ``postgres``).
+that needs one (``store.url: postgresql://...`` needs ``postgres``, ``otel.endpoint`` needs ``otel``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ __all__ = ["COMMAND_EXTRAS", "EXTRAS", "MissingExtra", "require", "require_for_c
 #: extra -> the top-level modules it brings (pyproject.toml's optional-dependencies)
 EXTRAS: dict[str, tuple[str, ...]] = {
     "benchmarks": ("openai", "tqdm", "math_verify"),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "postgres": ("psycopg", "psycopg_pool"),
     "report": ("matplotlib",),
     "study": ("matplotlib", "tqdm"),

@@ -34,6 +34,7 @@ from entropy_sentinel.monitor.fleet import FleetView, is_shared
 from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.prometheus import PrometheusSink
 from entropy_sentinel.monitor.records import RecentRecords
+from entropy_sentinel.monitor.sinks import RecordSink
 from entropy_sentinel.monitor.slices import SliceRegistry
 from entropy_sentinel.monitor.store_factory import open_store
 from entropy_sentinel.types import Scorer, ScorerCatalog
@@ -94,10 +95,15 @@ def build_monitor(cfg: SentinelConfig, estimators: ScorerCatalog | None) -> Moni
         cfg.monitor.min_labels,
     )
     store = open_store(cfg.store)  # PostgreSQL (store.url), the SQLite file (store.path), or none
+    sinks: list[RecordSink] = [PrometheusSink(slices)]
+    if cfg.otel.endpoint:  # a span per request to an OTLP/HTTP collector (the otel extra, checked by config)
+        from entropy_sentinel.monitor.otel_sink import open_otel_sink
+
+        sinks.append(open_otel_sink(cfg.otel))
     return Monitor(
         slices,
         store,
-        [PrometheusSink(slices)],
+        sinks,
         cfg.monitor.api_key_tenants,
         cfg.monitor.sample_rate,
         cfg.monitor.slice_sample_rates,

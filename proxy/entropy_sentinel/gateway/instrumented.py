@@ -40,6 +40,7 @@ from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, Dialect, En
 from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.records import RecentRecords, RequestRecord
 from entropy_sentinel.monitor.slices import SliceError
+from entropy_sentinel.monitor.trace_context import trace_context
 from entropy_sentinel.types import ScorerCatalog, UnscoredReason
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,9 @@ class Instrumenter:
     ) -> web.StreamResponse:
         """Validate, rewrite, relay. Bad input is answered here, in OpenAI's error shape."""
         request[REQUEST_ID_KEY] = record.request_id  # for an error the middleware answers
+        record.traceparent, record.tracestate = trace_context(  # validated: garbage is dropped, never echoed
+            request.headers.getall("traceparent", ()), request.headers.getall("tracestate", ())
+        )
         if self.monitor is not None:
             slice_headers = request.headers.getall("X-Sentinel-Slice", [])
             try:
@@ -162,6 +166,8 @@ class Instrumenter:
             record.unscored_reason = UnscoredReason.INVALID_REQUEST
             return exc.response(ids)
         record.stream = obj.get("stream") is True
+        requested = obj.get("model")
+        record.request_model = requested[:256] if isinstance(requested, str) else None
         sampled = self.monitor is None or self.monitor.sampled(record.slice)
         plan = plan_logprobs(obj, endpoint, self.top_k, self.dialect) if sampled else None
         if self.monitor is not None and self.monitor.capture_content:

@@ -141,6 +141,15 @@ class Monitor:
         return self.slices.restore_all(self.store.bucket_sums(since, BUCKET_S))
 
     def close(self) -> None:
+        """At the app's stop (in a worker thread): every sink that holds resources (``close()``: the
+        OpenTelemetry exporter's flush, bounded) and the store (its queue drained)."""
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # the store still closes
+                    log.exception("sink %s failed to close", type(sink).__name__)
         if self.store is not None:
             self.store.close()
 

@@ -37,6 +37,12 @@ class RequestRecord:
     #: prompt and completion text, kept only when the operator enabled capture (never serialized)
     prompt: str | None = None
     completion: str | None = None
+    #: the model the request named (``model`` is the one the response named), cut to 256 characters
+    request_model: str | None = None
+    #: the caller's W3C trace context, validated (monitor/trace_context.py): the OpenTelemetry span's
+    #: parent; never serialized
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -50,7 +56,8 @@ class RequestRecord:
             }
             for i, f in sorted(self.features.items())
         ]
-        for key in ("features", "features_by_variant", "tokens", "upstream_top_k", "prompt", "completion"):
+        for key in ("features", "features_by_variant", "tokens", "upstream_top_k", "prompt", "completion",
+                    "traceparent", "tracestate"):
             del out[key]
         return out
 

@@ -2,8 +2,11 @@
 
 :class:`~entropy_sentinel.monitor.hub.Monitor` calls every configured sink after it has updated the
 slice counters. :class:`~entropy_sentinel.monitor.prometheus.PrometheusSink` is the one the proxy
-ships; an exporter (OpenTelemetry, a log shipper) is one module implementing this protocol plus
-one line in :func:`~entropy_sentinel.gateway.app.build_monitor` adding it.
+ships; :class:`~entropy_sentinel.monitor.otel_sink.OtelSink` (``otel.endpoint``) exports spans. An
+exporter (a log shipper) is one module implementing this protocol plus one line in
+:func:`~entropy_sentinel.gateway.app.build_monitor` adding it. A sink that holds resources (a thread,
+a connection) may also have ``close()``: :meth:`~entropy_sentinel.monitor.hub.Monitor.close` calls
+it at the app's stop, in a worker thread, where it may block briefly (a bounded flush).
 """
 
 from __future__ import annotations
