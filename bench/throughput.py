@@ -370,7 +370,6 @@ def main() -> None:
         for name, src in sentinels:
             port = free_port()
             env = {**os.environ, "PYTHONPATH": src}
-            env.pop("SENTINEL_CONFIG", None)
             cmd = [*taskset(1), py, "-m", "entropy_sentinel", "serve", "--upstream", upstream_url, "--port", str(port),
                    "--store", str(tmp / f"{name}.db"), *args.serve_args.split()]
             proc = start(cmd, f"http://127.0.0.1:{port}/sentinel/healthz", tmp / f"{name}.log", env)
