@@ -24,17 +24,15 @@ The URL's password never reaches a log line or :meth:`describe` (:func:`mask_url
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,6 +41,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from entropy_sentinel.monitor.store import COLUMNS, BucketSums, ReplayRow, decode_row, encode_value
+from entropy_sentinel.monitor.write_queue import STOP, Flush, Label, next_batch, resolve
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StoreError", "mask_url", "read_rows"]
 
@@ -150,26 +149,6 @@ class StoreError(RuntimeError):
     """The PostgreSQL store cannot start (unreachable, refused, or a schema from a newer release)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Label:
-    request_id: str
-    label: int
-    ts: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Flush:
-    done: Future[bool]
-
-
-def _resolve(future: Future[bool], ok: bool) -> None:
-    with contextlib.suppress(InvalidStateError):  # a waiter may have given up (cancelled) already
-        future.set_result(ok)
-
-
-_STOP = object()
-
-
 def _clean(value: Any) -> Any:
     return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
@@ -234,7 +213,7 @@ class PostgresStore:
         self._queue.put_nowait(tuple(_clean(encode_value(row.get(c), c)) for c in COLUMNS))
 
     def label(self, request_id: str, label: int, ts: float | None = None) -> None:
-        self._queue.put_nowait(_Label(request_id, int(label), time.time() if ts is None else ts))
+        self._queue.put_nowait(Label(request_id, int(label), time.time() if ts is None else ts))
 
     # -- feedback: synchronous, from a thread --------------------------------------------------
     def try_label(self, request_id: str, label: int, ts: float | None = None) -> bool:
@@ -249,34 +228,19 @@ class PostgresStore:
         last_prune = -float("inf")  # prune once at start, before any new row, then every prune_interval_s
         stop = False
         failed = False  # a write failed since the last flush was answered
-        flushes: list[_Flush] = []
         while not stop:
             if self.retention_s > 0 and time.monotonic() - last_prune > self.prune_interval_s:
                 last_prune = time.monotonic()
                 conn = self._prune(conn)
-            batch: list[Any] = []
-            deadline = time.monotonic() + self.flush_interval_s
-            while len(batch) < self.batch_size:
-                try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                if isinstance(item, _Flush):
-                    flushes.append(item)
-                    deadline = 0.0  # commit now, with whatever else is already queued
-                    continue
-                batch.append(item)
-            if batch:
-                conn, ok = self._commit(conn, batch)
+            batch = next_batch(self._queue, self.batch_size, self.flush_interval_s)
+            stop = batch.stop
+            if batch.items:
+                conn, ok = self._commit(conn, batch.items)
                 failed = failed or not ok
-            for flush in flushes:
-                _resolve(flush.done, not failed)
-            if flushes:
+            for flush in batch.flushes:
+                resolve(flush.done, not failed)
+            if batch.flushes:
                 failed = False
-            flushes.clear()
         if conn is not None:
             conn.close()
 
@@ -293,7 +257,7 @@ class PostgresStore:
                     conn = self._connect()
                 with conn.transaction():
                     self._apply(conn, batch)
-                self.written += sum(1 for item in batch if not isinstance(item, _Label))
+                self.written += sum(1 for item in batch if not isinstance(item, Label))
                 return conn, True
             except psycopg.OperationalError as exc:  # server gone, restarting, deadlock, serialisation
                 if conn is not None and conn.broken:
@@ -320,7 +284,7 @@ class PostgresStore:
                     conn = self._connect()
                 with conn.transaction():
                     self._apply(conn, [item])
-                if not isinstance(item, _Label):
+                if not isinstance(item, Label):
                     self.written += 1
             except psycopg.Error as exc:
                 failed += 1
@@ -339,7 +303,7 @@ class PostgresStore:
         with conn.cursor() as cursor:
             rows: list[tuple[Any, ...]] = []
             for item in batch:
-                if isinstance(item, _Label):
+                if isinstance(item, Label):
                     if rows:
                         cursor.executemany(_INSERT, rows)
                         rows = []
@@ -365,7 +329,7 @@ class PostgresStore:
     def flushed(self) -> Future[bool]:
         """A Future done once everything queued so far is committed (False if a write failed)."""
         done: Future[bool] = Future()
-        self._queue.put_nowait(_Flush(done))
+        self._queue.put_nowait(Flush(done))
         return done
 
     def flush(self) -> None:
@@ -379,7 +343,7 @@ class PostgresStore:
         """Drain everything queued, then stop the writer (a clean shutdown loses nothing while the
         database answers; a batch still failing ``timeout_s / 2`` after close is given up)."""
         self._give_up_at = time.monotonic() + timeout_s / 2
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         self._thread.join(timeout=timeout_s)
         self._pool.close()
 

@@ -12,7 +12,6 @@ thread's batches). ``bucket_sums`` rebuilds the slice counters' sums in four agg
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -21,13 +20,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from entropy_sentinel.monitor.store import COLUMNS, BucketSums, ReplayRow, decode_row, encode_value
+from entropy_sentinel.monitor.write_queue import STOP, Flush, Label, next_batch, resolve
 
 log = logging.getLogger(__name__)
 
@@ -93,26 +92,6 @@ SELECT f.slice, f.first_ts,
 """
 
 
-@dataclass(frozen=True, slots=True)
-class _Label:
-    request_id: str
-    label: int
-    ts: float
-
-
-_STOP = object()
-
-
-@dataclass(frozen=True, slots=True)
-class _Flush:
-    done: Future[bool]
-
-
-def _resolve(future: Future[bool], ok: bool) -> None:
-    with contextlib.suppress(InvalidStateError):  # a waiter may have given up (cancelled) already
-        future.set_result(ok)
-
-
 class SQLiteStore:
     def __init__(
         self,
@@ -147,7 +126,7 @@ class SQLiteStore:
         self._queue.put_nowait(tuple(encode_value(row.get(c), c) for c in COLUMNS))
 
     def label(self, request_id: str, label: int, ts: float | None = None) -> None:
-        self._queue.put_nowait(_Label(request_id, int(label), time.time() if ts is None else ts))
+        self._queue.put_nowait(Label(request_id, int(label), time.time() if ts is None else ts))
 
     # -- feedback: synchronous, from a thread --------------------------------------------------
     def try_label(self, request_id: str, label: int, ts: float | None = None) -> bool:
@@ -165,30 +144,15 @@ class SQLiteStore:
         last_prune = -math.inf  # prune after the first batch, then hourly (never dependent on the uptime)
         stop = False
         failed = False  # a batch failed since the last flush was answered
-        flushes: list[_Flush] = []
         while not stop:
-            batch: list[Any] = []
-            deadline = time.monotonic() + self.flush_interval_s
-            while len(batch) < self.batch_size:
-                try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                if isinstance(item, _Flush):
-                    flushes.append(item)
-                    deadline = 0.0  # commit now, with whatever else is already queued
-                    continue
-                batch.append(item)
-            if batch and not self._commit(conn, batch):
+            batch = next_batch(self._queue, self.batch_size, self.flush_interval_s)
+            stop = batch.stop
+            if batch.items and not self._commit(conn, batch.items):
                 failed = True
-            for flush in flushes:
-                _resolve(flush.done, not failed)
-            if flushes:
+            for flush in batch.flushes:
+                resolve(flush.done, not failed)
+            if batch.flushes:
                 failed = False
-            flushes.clear()
             if self.retention_s > 0 and time.monotonic() - last_prune > 3600:
                 last_prune = time.monotonic()
                 with conn:
@@ -199,11 +163,11 @@ class SQLiteStore:
         try:
             with conn:
                 for item in batch:
-                    if isinstance(item, _Label):
+                    if isinstance(item, Label):
                         conn.execute(_LABEL, (item.label, item.ts, item.request_id))
                     else:
                         conn.execute(_INSERT, item)
-            self.written += sum(1 for item in batch if not isinstance(item, _Label))
+            self.written += sum(1 for item in batch if not isinstance(item, Label))
             return True
         except sqlite3.Error:
             log.exception("store: a batch of %d writes failed", len(batch))
@@ -212,7 +176,7 @@ class SQLiteStore:
     def flushed(self) -> Future[bool]:
         """A Future done once everything queued so far is committed (False if a write failed)."""
         done: Future[bool] = Future()
-        self._queue.put_nowait(_Flush(done))
+        self._queue.put_nowait(Flush(done))
         return done
 
     def flush(self) -> None:
@@ -224,7 +188,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Drain everything queued, then stop the writer (a clean shutdown loses nothing)."""
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         self._thread.join(timeout=60)
         with self._label_lock:
             if self._label_conn is not None:
