@@ -102,6 +102,20 @@ async def scripted_upstream(handler: Handler) -> AsyncIterator[ScriptedUpstream]
         await runner.cleanup()
 
 
+async def wait_serve_ready(session: Any, root: str, proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> None:
+    """Wait until a ``serve`` subprocess answers ``/sentinel/readyz`` with 200 (it must not exit meanwhile)."""
+    import aiohttp
+
+    for _ in range(int(timeout_s * 10)):
+        assert proc.returncode is None, "serve exited during start-up"
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(root + "/sentinel/readyz") as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"serve did not open its port within {timeout_s:.0f} s")
+
+
 def get_json(url: str) -> Any:
     """GET a JSON document synchronously (for tests that drive a proxy in another process)."""
     import json

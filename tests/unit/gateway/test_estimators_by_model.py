@@ -7,7 +7,6 @@ it started with, a bad artifact refused with the previous one kept."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import math
 import os
@@ -25,7 +24,7 @@ from entropy_sentinel.config import load_config
 from entropy_sentinel.embedded.llama_server import free_port
 from entropy_sentinel.estimator.scorer import ArtifactScorer
 
-from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
+from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse, wait_serve_ready
 from tests.tiny_estimators import smuggling_artifact, two_artifacts
 
 TOKEN = "admin-Reload-7f3e"
@@ -288,7 +287,7 @@ async def test_sighup_reloads_a_running_serve_and_a_bad_map_is_refused_in_the_lo
         log = asyncio.create_task(proc.stderr.read())  # read all along: a full pipe would stall the proxy
         try:
             async with aiohttp.ClientSession() as session:
-                await _wait_until_ready(session, root, proc)
+                await wait_serve_ready(session, root, proc)
 
                 async def alpha_by(artifact: Path) -> None:
                     rid, _, p = await ask(session, root, "alpha", headers=AUTH)
@@ -326,13 +325,3 @@ async def test_sighup_reloads_a_running_serve_and_a_bad_map_is_refused_in_the_lo
     assert "SIGHUP: estimators not reloaded, the previous ones stay: estimator.models['alpha'] = " in text
     assert "gone.skops" in text and TOKEN not in text
 
-
-async def _wait_until_ready(session: aiohttp.ClientSession, root: str, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(600):
-        assert proc.returncode is None, "serve exited during start-up"
-        with contextlib.suppress(aiohttp.ClientError):
-            async with session.get(root + "/sentinel/readyz") as resp:
-                if resp.status == 200:
-                    return
-        await asyncio.sleep(0.1)
-    raise AssertionError("serve did not open its port within 60 s")

@@ -24,7 +24,7 @@ from entropy_sentinel.gateway import server
 from entropy_sentinel.gateway.app import create_app
 from entropy_sentinel.gateway.readiness import READINESS_KEY
 
-from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
+from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse, wait_serve_ready
 
 TOP = [("4", -0.1), ("5", -2.5)]
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "2+2"}]}
@@ -89,7 +89,7 @@ async def test_sigterm_turns_readiness_false_first_serves_the_delay_then_drains_
         log = asyncio.create_task(proc.stderr.read())  # read all along: a full pipe would stall the proxy
         try:
             async with aiohttp.ClientSession() as probes, aiohttp.ClientSession() as streams:
-                await wait_until_ready(probes, root, proc)
+                await wait_serve_ready(probes, root, proc)
                 assert await status_of(probes, root + "/sentinel/readyz") == (200, {"status": "ready"})
                 async with streams.post(root + "/v1/chat/completions", json={**CHAT, "stream": True}) as stream:
                     assert stream.status == 200
@@ -137,16 +137,6 @@ async def test_sigterm_turns_readiness_false_first_serves_the_delay_then_drains_
     assert "listener closed" in text and "store flushed and closed" in text
     assert TOKEN not in text
 
-
-async def wait_until_ready(session: aiohttp.ClientSession, root: str, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(600):
-        assert proc.returncode is None, "serve exited during start-up"
-        with contextlib.suppress(aiohttp.ClientError):
-            async with session.get(root + "/sentinel/readyz") as resp:
-                if resp.status == 200:
-                    return
-        await asyncio.sleep(0.1)
-    raise AssertionError("serve did not open its port within 60 s")
 
 
 async def test_a_stream_longer_than_drain_timeout_is_cancelled_and_the_stop_is_bounded():
