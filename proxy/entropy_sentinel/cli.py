@@ -1,4 +1,4 @@
-"""Command line: ``entropy-sentinel serve | collect | train | evaluate | study | report | prepare``."""
+"""Command line: ``entropy-sentinel serve | collect | calibrate | train | evaluate | study | report | prepare``."""
 
 from __future__ import annotations
 
@@ -139,6 +139,29 @@ def train_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibrate_cmd(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from entropy_sentinel.evaluation.calibrate import CalibrateError, calibrate, summary_lines
+    from entropy_sentinel.traces.collect import CollectError
+
+    out = Path(args.out or f"calibrated-{''.join(c if c.isalnum() or c in '.-_' else '_' for c in args.model)}.skops")
+    try:
+        result = asyncio.run(
+            calibrate(
+                args.proxy, args.model, out, args.traces, args.budget,
+                args.benchmarks.split(",") if args.benchmarks else None, args.method,
+                args.admin_token or os.environ.get("SENTINEL_ADMIN_TOKEN"), not args.no_load, args.concurrency,
+                args.style, note=lambda line: print(f"entropy-sentinel calibrate: {line}", file=sys.stderr),
+            )
+        )
+    except (CalibrateError, CollectError, ValueError) as exc:
+        print(f"entropy-sentinel calibrate: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(result)))
+    return 0 if result.loaded or args.no_load else 1
+
+
 def evaluate_cmd(args: argparse.Namespace) -> int:
     from entropy_sentinel.estimator.registry import estimator_names
     from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces, run_protocol
@@ -247,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="results.json of `entropy-sentinel study` on these traces: its verdict goes into "
                    "the artifact (refused unless this method is the study's winner)")
 
+    p = sub.add_parser("calibrate", help="collect, train, validate and load an estimator for your model, in one go")
+    p.add_argument("--proxy", required=True, help="running proxy base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--model", required=True, help="the model to calibrate (as the upstream names it)")
+    p.add_argument("--budget", type=int, default=1000, help="items to send, split over the benchmark mix")
+    p.add_argument("--benchmarks", help="comma-separated benchmarks (default: a mix spanning difficulty and families)")
+    p.add_argument("--out", help="artifact (default: calibrated-<model>.skops)")
+    p.add_argument("--traces", help="traces JSONL, continued on a rerun (default: next to --out)")
+    p.add_argument("--admin-token", help="the proxy's admin token (default: $SENTINEL_ADMIN_TOKEN)")
+    p.add_argument("--method", default=None, help="estimator (default: the shipped winner)")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--style", choices=("completion", "chat"), default="completion")
+    p.add_argument("--no-load", action="store_true", help="write the artifact only; do not reload the proxy")
+
     p = sub.add_parser("evaluate", help="the paper's protocol: every estimator on every training composition")
     p.add_argument("--traces", nargs="+", required=True)
     p.add_argument("--out", required=True, help="output directory (CSV, markdown, PNG)")
@@ -290,16 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("collect", "train", "evaluate", "study", "report"):
+    if args.command in ("collect", "calibrate", "train", "evaluate", "study", "report"):
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         for noisy in ("httpx", "httpx2", "openai"):  # one line per request would drown the progress bar
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        if args.command == "train" and args.method is None:
+        if args.command in ("train", "calibrate") and args.method is None:
             from entropy_sentinel.evaluation.training import DEFAULT_METHOD
 
             args.method = DEFAULT_METHOD
-        commands = {"collect": collect_cmd, "train": train_cmd, "evaluate": evaluate_cmd, "study": study_cmd,
-                    "report": report_cmd}
+        commands = {"collect": collect_cmd, "calibrate": calibrate_cmd, "train": train_cmd, "evaluate": evaluate_cmd,
+                    "study": study_cmd, "report": report_cmd}
         try:
             require_for_command(args.command)
         except MissingExtra as exc:

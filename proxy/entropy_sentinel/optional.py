@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 #: command -> the extra it needs (commands not listed run on the core install)
 COMMAND_EXTRAS: dict[str, str] = {
     "collect": "benchmarks",
+    "calibrate": "benchmarks",
     "evaluate": "study",
     "study": "study",
     "report": "report",

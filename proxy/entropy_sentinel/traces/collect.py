@@ -172,8 +172,10 @@ def slice_header(tags: dict[str, str], benchmark: str) -> tuple[dict[str, str], 
     return tags, canonical(tags)
 
 
-async def _record(session: aiohttp.ClientSession, root: str, request_id: str) -> dict[str, Any]:
-    token = os.environ.get("SENTINEL_ADMIN_TOKEN")
+async def _record(
+    session: aiohttp.ClientSession, root: str, request_id: str, admin_token: str | None = None
+) -> dict[str, Any]:
+    token = admin_token or os.environ.get("SENTINEL_ADMIN_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with session.get(f"{root}/sentinel/v1/requests/{request_id}", headers=headers) as resp:
         resp.raise_for_status()
@@ -192,8 +194,10 @@ async def collect(
     api_key: str | None = None,
     progress: bool = True,
     prompts: str | os.PathLike[str] | None = None,
+    admin_token: str | None = None,
 ) -> CollectStats:
     """Send ``benchmark`` through the proxy at ``proxy_url``; append labelled rows to ``out``.
+    The proxy's records are read with ``admin_token`` (default: ``$SENTINEL_ADMIN_TOKEN``).
 
     Raises :class:`CollectError` for bad slice tags or prompts file, before anything is sent."""
     import openai
@@ -237,7 +241,7 @@ async def collect(
                         model=model, prompt=prompt, temperature=0, extra_headers=headers, **extras
                     )
                     text = raw.parse().choices[0].text
-                record = await _record(session, root, raw.headers["X-Sentinel-Request-Id"])
+                record = await _record(session, root, raw.headers["X-Sentinel-Request-Id"], admin_token)
             except (openai.APIError, aiohttp.ClientError, KeyError) as exc:
                 stats.failed += 1
                 bar.write(f"{name}/{item.item_id}: {type(exc).__name__}: {exc}"[:300])
