@@ -41,7 +41,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from entropy_sentinel.monitor.store import COLUMNS, BucketSums, ReplayRow, decode_row, encode_value
-from entropy_sentinel.monitor.write_queue import STOP, Flush, Label, next_batch, resolve
+from entropy_sentinel.monitor.write_queue import STOP, Label, next_batch, request_flush, resolve
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StoreError", "mask_url", "read_rows"]
 
@@ -328,9 +328,7 @@ class PostgresStore:
 
     def flushed(self) -> Future[bool]:
         """A Future done once everything queued so far is committed (False if a write failed)."""
-        done: Future[bool] = Future()
-        self._queue.put_nowait(Flush(done))
-        return done
+        return request_flush(self._queue)
 
     def flush(self) -> None:
         """Block until everything queued so far is committed."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from entropy_sentinel.monitor.store import COLUMNS, BucketSums, ReplayRow, decode_row, encode_value
-from entropy_sentinel.monitor.write_queue import STOP, Flush, Label, next_batch, resolve
+from entropy_sentinel.monitor.write_queue import STOP, Label, next_batch, request_flush, resolve
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,7 @@ class SQLiteStore:
 
     def flushed(self) -> Future[bool]:
         """A Future done once everything queued so far is committed (False if a write failed)."""
-        done: Future[bool] = Future()
-        self._queue.put_nowait(Flush(done))
-        return done
+        return request_flush(self._queue)
 
     def flush(self) -> None:
         """Block until everything queued so far is committed."""

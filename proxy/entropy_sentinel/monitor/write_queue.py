@@ -11,7 +11,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["STOP", "Batch", "Flush", "Label", "next_batch", "resolve"]
+__all__ = ["STOP", "Batch", "Flush", "Label", "request_flush", "next_batch", "resolve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,14 @@ class Flush:
 
 #: the last item of a closing store's queue
 STOP = object()
+
+
+def request_flush(q: queue.Queue[Any]) -> Future[bool]:
+    """Queue a Flush: its Future is done once everything queued before it is committed (False if a
+    write failed since the last flush was answered)."""
+    done: Future[bool] = Future()
+    q.put_nowait(Flush(done))
+    return done
 
 
 def resolve(future: Future[bool], ok: bool) -> None:
