@@ -1,4 +1,5 @@
-"""Command line: ``entropy-sentinel serve | collect | calibrate | train | evaluate | study | report | prepare``."""
+"""Command line: ``entropy-sentinel serve | collect | calibrate | select | train | evaluate | study | report |
+prepare``."""
 
 from __future__ import annotations
 
@@ -162,6 +163,33 @@ def calibrate_cmd(args: argparse.Namespace) -> int:
     return 0 if result.loaded or args.no_load else 1
 
 
+def select_cmd(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from entropy_sentinel.evaluation.choose import ChooseError, choose
+
+    out = Path(args.out or f"selected-{''.join(c if c.isalnum() or c in '.-_' else '_' for c in args.model)}.skops")
+    try:
+        choice = asyncio.run(
+            choose(
+                args.proxy, args.model, args.traces, out, args.estimators.split(",") if args.estimators else None,
+                args.variant, args.admin_token or os.environ.get("SENTINEL_ADMIN_TOKEN"), args.switch,
+                args.min_labels, args.min_share, args.resamples,
+                note=lambda line: print(f"entropy-sentinel select: {line}", file=sys.stderr),
+            )
+        )
+    except (ChooseError, ValueError) as exc:
+        print(f"entropy-sentinel select: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(choice.comparison.to_json(), indent=1))
+    print("\n".join(choice.comparison.table()))
+    if choice.note:
+        print(choice.note)
+    return 1 if args.switch and choice.artifact is not None and not choice.loaded else 0
+
+
 def evaluate_cmd(args: argparse.Namespace) -> int:
     from entropy_sentinel.estimator.registry import estimator_names
     from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces, run_protocol
@@ -283,6 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", choices=("completion", "chat"), default="completion")
     p.add_argument("--no-load", action="store_true", help="write the artifact only; do not reload the proxy")
 
+    p = sub.add_parser("select", help="which estimator would have been best on your model's feedback labels; "
+                       "--switch serves it")
+    p.add_argument("--proxy", required=True, help="running proxy base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--model", required=True, help="the model (as responses name it; a glob is allowed)")
+    p.add_argument("--traces", nargs="+", required=True,
+                   help="labelled traces every candidate is fitted on (calibrate's, or the study's)")
+    p.add_argument("--estimators", help="comma-separated registered estimators (default: all of them)")
+    p.add_argument("--variant", default="topk", help="the proxy's signal.entropy_variant (the stored features')")
+    p.add_argument("--out", help="artifact written on --switch (default: selected-<model>.skops)")
+    p.add_argument("--admin-token", help="the proxy's admin token (default: $SENTINEL_ADMIN_TOKEN)")
+    p.add_argument("--min-labels", type=int, default=20, help="labels a slice needs to count in the choice")
+    p.add_argument("--min-share", type=float, default=0.8,
+                   help="share of resamples the winner must win for a switch to be recommended")
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--json", help="also write the comparison as JSON here")
+    p.add_argument("--switch", action="store_true", help="train the recommended estimator into --out and load it")
+
     p = sub.add_parser("evaluate", help="the paper's protocol: every estimator on every training composition")
     p.add_argument("--traces", nargs="+", required=True)
     p.add_argument("--out", required=True, help="output directory (CSV, markdown, PNG)")
@@ -326,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("collect", "calibrate", "train", "evaluate", "study", "report"):
+    if args.command in ("collect", "calibrate", "select", "train", "evaluate", "study", "report"):
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         for noisy in ("httpx", "httpx2", "openai"):  # one line per request would drown the progress bar
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -334,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from entropy_sentinel.evaluation.training import DEFAULT_METHOD
 
             args.method = DEFAULT_METHOD
-        commands = {"collect": collect_cmd, "calibrate": calibrate_cmd, "train": train_cmd, "evaluate": evaluate_cmd,
+        commands = {"collect": collect_cmd, "calibrate": calibrate_cmd, "select": select_cmd, "train": train_cmd,
+                    "evaluate": evaluate_cmd,
                     "study": study_cmd, "report": report_cmd}
         try:
             require_for_command(args.command)

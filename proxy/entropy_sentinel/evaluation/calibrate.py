@@ -40,6 +40,7 @@ __all__ = [
     "Calibration",
     "calibrate",
     "config_lines",
+    "load_into_proxy",
     "split_budget",
     "summary_lines",
 ]
@@ -116,7 +117,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-async def _load(root: str, model: str, artifact: Path, token: str | None) -> tuple[bool, str]:
+async def load_into_proxy(root: str, model: str, artifact: Path, token: str | None) -> tuple[bool, str]:
     """Reload the proxy when its map already points ``model`` at ``artifact``; else say what to do."""
     headers = {"Authorization": f"Bearer {token}"} if token else None
     reload_cmd = f"curl -X POST {root}/sentinel/v1/estimators/reload" + (
@@ -188,7 +189,7 @@ async def calibrate(
     metadata = await asyncio.to_thread(train, [traces], out, method=method, progress=progress)
     result = Calibration(plan, skipped, collected, metadata, out, traces)
     if load:
-        result.loaded, result.load_note = await _load(root, model, out, admin_token)
+        result.loaded, result.load_note = await load_into_proxy(root, model, out, admin_token)
     else:
         result.load_note = "not loaded (--no-load); to load it:\n" + "\n".join(config_lines(model, out))
     return result
