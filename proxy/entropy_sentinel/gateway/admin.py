@@ -229,7 +229,13 @@ async def export(request: web.Request) -> web.Response:
         message = "since must be a finite number (a UNIX time) and limit a positive integer (at most 100000)."
         return error_response(400, message, code="invalid_query")
     limit = min(limit, 100_000)
-    return _json({"records": await asyncio.to_thread(store.export, since, limit)})
+    return _json({"records": await asyncio.to_thread(_durable_export, store, since, limit)})
+
+
+def _durable_export(store: RecordStore, since: float, limit: int) -> list[dict[str, Any]]:
+    """The stored rows after a flush: a request or label answered before the export is in it."""
+    store.flush()
+    return store.export(since, limit)
 
 
 def add_routes(app: web.Application) -> None:

@@ -113,3 +113,31 @@ async def test_feedback_validation_errors_are_openai_shaped():
                     payload = await resp.json()
                     assert resp.status == 400 and payload["error"]["code"] == "invalid_feedback"
                     assert fragment in payload["error"]["message"] and "<b>" not in payload["error"]["message"]
+
+
+async def test_export_reads_its_writes_requests_and_labels_answered_before_it_are_in_it(tmp_path):
+    """A store that commits once an hour still exports every request answered and label taken before the
+    export: it flushes first (``select`` and ``report`` read labels right after posting them)."""
+    async def answer(request, up):
+        content = chat_chunk("a", TOP25[:20])["choices"][0]["logprobs"]["content"]
+        return web.json_response(
+            {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": "a"},
+                          "logprobs": {"content": content}, "finish_reason": "stop"}]}
+        )
+
+    store = {"path": str(tmp_path / "s.db"), "flush_interval_s": 3600, "batch_size": 10_000}
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai", store=store) as proxy:
+        async with aiohttp.ClientSession() as session:
+            ids = []
+            for _ in range(3):
+                async with session.post(proxy.url + "/chat/completions", json=body) as resp:
+                    ids.append(resp.headers["X-Sentinel-Request-Id"])
+            for rid, correct in zip(ids, (True, False, True), strict=True):
+                async with session.post(proxy.root + "/sentinel/v1/feedback",
+                                        json={"request_id": rid, "correct": correct}) as resp:
+                    assert resp.status == 200
+            async with session.get(proxy.root + "/sentinel/v1/export") as resp:
+                records = {r["request_id"]: r for r in (await resp.json())["records"]}
+    assert [records[rid]["label"] for rid in ids] == [1, 0, 1]
