@@ -23,7 +23,7 @@ from aiohttp import web
 
 from entropy_sentinel.gateway.errors import REQUEST_ID_KEY, ProxyError, error_body, error_response
 from entropy_sentinel.gateway.forward import forward
-from entropy_sentinel.gateway.logprob_cut import FastResult, fast_process
+from entropy_sentinel.gateway.logprob_cut import FastResult, answer_meta, fast_process
 from entropy_sentinel.gateway.request_body import encode_request_json, parse_request_json, read_body, utf8_or_none
 from entropy_sentinel.gateway.scoring import ScoringWorker
 from entropy_sentinel.gateway.sse import (
@@ -243,6 +243,7 @@ class Instrumenter:
             fast = FastResult(payload, False, None)
         if fast is not None:
             body, model = fast.payload, fast.model
+            record.note_answer(*answer_meta(fast.id, fast.usage))
         else:  # the general path: parse, rewrite, dump
             try:
                 obj = _loads(payload)
@@ -257,6 +258,8 @@ class Instrumenter:
                 self._monitoring_failed(record, exc)
                 body = payload
             model = obj.get("model") if isinstance(obj, dict) else None
+            if isinstance(obj, dict):
+                record.note_answer(obj.get("id"), obj.get("usage"))
         record.overhead_s += time.perf_counter() - t0
         scores = await self._finish(record, extractor, model, estimators, plan.model)
         if scores is not None:
@@ -499,6 +502,10 @@ class _StreamRelay:
             if fast is not None:
                 if self.record.model is None:
                     self.record.model = fast.model
+                if (self.record.response_id is None and fast.id is not None) or (
+                    fast.usage is not None and bytes(fast.usage) != b"null"
+                ):  # the first event's id, the usage of the event that has it: nothing decoded per token
+                    self.record.note_answer(*answer_meta(fast.id, fast.usage))
                 return encode_data(fast.payload) if fast.changed else raw + b"\n\n"
         try:  # the general path: parse, rewrite, dump
             obj = orjson.loads(data)
@@ -511,6 +518,7 @@ class _StreamRelay:
             return raw + b"\n\n"
         if self.record.model is None and isinstance(obj.get("model"), str):
             self.record.model = obj["model"]
+        self.record.note_answer(obj.get("id"), obj.get("usage"))
         if self.capture:
             self._capture(obj)
         try:

@@ -6,8 +6,8 @@ client that asked for no logprobs gets ~230 bytes of it. Parsing every event int
 serializing it again was most of the proxy's work per token (issue 12). Here instead:
 
 * msgspec decodes the answer against structs that name only what the proxy reads: each choice's
-  ``index`` and the raw bytes of its ``logprobs``, ``model``, an ``error`` key. The rest is skipped,
-  not built;
+  ``index`` and the raw bytes of its ``logprobs``, ``model``, an ``error`` key, and the raw bytes of
+  ``id`` and ``usage`` (decoded only when the span needs them). The rest is skipped, not built;
 * each ``logprobs`` block is decoded against the OpenAI shapes (chat ``content[]``, legacy
   ``top_logprobs`` dicts) into the flat lists its trajectory takes;
 * when the client asked for no logprobs, each block's span is cut out of the original bytes (``null``
@@ -29,14 +29,14 @@ logprobs; it is cut as any other, as the non-streamed path (whose stdlib fallbac
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from entropy_sentinel.gateway.wire import ChoiceExtractor
 
-__all__ = ["FastResult", "fast_process"]
+__all__ = ["FastResult", "answer_meta", "fast_process"]
 
 _NAN = float("nan")
 _KEY = b'"logprobs"'
@@ -72,6 +72,8 @@ class _Answer(msgspec.Struct, gc=False):
     choices: list[_Choice] | None = None
     model: str | None = None
     error: Raw | UnsetType = UNSET
+    id: Raw | UnsetType = UNSET  # any JSON value: a server's odd id never sends the answer down the slow path
+    usage: Raw | UnsetType = UNSET
 
 
 _ANSWER = msgspec.json.Decoder(_Answer)
@@ -82,6 +84,20 @@ class FastResult(NamedTuple):
     payload: bytes  # the JSON for the client (the upstream's own object when unchanged)
     changed: bool
     model: str | None
+    #: the raw JSON of the answer's ``id`` and ``usage`` members (None when absent): see :func:`answer_meta`
+    id: Raw | None = None
+    usage: Raw | None = None
+
+
+def answer_meta(id_raw: Raw | bytes | None, usage_raw: Raw | bytes | None) -> tuple[Any, Any]:
+    """The ``id`` and ``usage`` values of :class:`FastResult` (None for absent or not JSON)."""
+    out = []
+    for raw in (id_raw, usage_raw):
+        try:
+            out.append(msgspec.json.decode(raw) if raw is not None else None)
+        except msgspec.DecodeError:
+            out.append(None)
+    return out[0], out[1]
 
 
 def _block(lp: _Logprobs) -> Block | None:
@@ -189,7 +205,7 @@ def fast_process(data: bytes, extractor: ChoiceExtractor) -> FastResult | None:
             return None
         choices = answer.choices or ()
         if len(choices) == 1:  # the common case, without the bookkeeping of several choices
-            return _one_choice(data, extractor, choices[0], cut, answer.model)
+            return _one_choice(data, extractor, choices[0], cut, answer)
         raws: list[Raw] = []
         raw_blocks: list[Block | None] = []  # per choice with a logprobs key
         entries: list[tuple[int, Block | None]] = []
@@ -216,7 +232,14 @@ def fast_process(data: bytes, extractor: ChoiceExtractor) -> FastResult | None:
         traj = extractor.trajectory(index)
         if block is not None and traj is not None:
             traj.add(*block)
-    return FastResult(payload, payload is not data, answer.model)
+    return _result(payload, data, answer)
+
+
+def _result(payload: bytes, data: bytes, answer: _Answer) -> FastResult:
+    return FastResult(
+        payload, payload is not data, answer.model,
+        None if answer.id is UNSET else answer.id, None if answer.usage is UNSET else answer.usage,
+    )
 
 
 def _decode_block(raw: Raw) -> Block | None:
@@ -227,7 +250,7 @@ def _decode_block(raw: Raw) -> Block | None:
     return _block(_LOGPROBS.decode(raw))
 
 
-def _one_choice(data: bytes, extractor: ChoiceExtractor, choice: _Choice, cut: bool, model: str | None
+def _one_choice(data: bytes, extractor: ChoiceExtractor, choice: _Choice, cut: bool, answer: _Answer
                 ) -> FastResult | None:
     raw = choice.logprobs
     block = None if raw is UNSET else _decode_block(raw)
@@ -240,4 +263,4 @@ def _one_choice(data: bytes, extractor: ChoiceExtractor, choice: _Choice, cut: b
     traj = extractor.trajectory(choice.index)
     if block is not None and traj is not None:
         traj.add(*block)
-    return FastResult(payload, payload is not data, model)
+    return _result(payload, data, answer)

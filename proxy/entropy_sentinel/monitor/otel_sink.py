@@ -2,7 +2,9 @@
 
 Each finished chat or completion request becomes one span of the GenAI semantic conventions
 (``chat {model}`` / ``text_completion {model}``, kind CLIENT, ``gen_ai.operation.name``,
-``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.output_tokens``), timed by the
+``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.response.id``, ``gen_ai.usage.input_tokens``
+and ``gen_ai.usage.output_tokens`` (the upstream's ``usage`` when it sent one; else the tokens the proxy
+counted, and no input count)), timed by the
 record (``started_at``, ``latency_s``), with ERROR status and ``error.type`` when the upstream (or
 the request) failed. Its P(correct) is a ``gen_ai.evaluation.result`` event on the span
 (``gen_ai.evaluation.name = "entropy_sentinel.p_correct"``, ``gen_ai.evaluation.score.value``,
@@ -212,7 +214,13 @@ class OtelSink:
             attributes["gen_ai.request.model"] = record.request_model
         if record.model:
             attributes["gen_ai.response.model"] = record.model
-        if record.tokens:
+        if record.response_id:
+            attributes["gen_ai.response.id"] = record.response_id
+        if record.input_tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = record.input_tokens
+        if record.output_tokens is not None:
+            attributes["gen_ai.usage.output_tokens"] = record.output_tokens
+        elif record.tokens:
             attributes["gen_ai.usage.output_tokens"] = sum(record.tokens.values())
         if record.status:
             attributes["http.response.status_code"] = record.status

@@ -43,6 +43,22 @@ class RequestRecord:
     #: parent; never serialized
     traceparent: str | None = None
     tracestate: str | None = None
+    #: the response's ``id`` (cut to 256 characters) and the upstream's own ``usage`` counts, when it
+    #: sent them (a stream: only when the client asked for ``stream_options.include_usage``)
+    response_id: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    def note_answer(self, response_id: Any, usage: Any) -> None:
+        """Keep the first string ``id`` and the last ``usage`` counts an answer (or event) carried;
+        anything of another type is ignored."""
+        if self.response_id is None and isinstance(response_id, str):
+            self.response_id = response_id[:256]
+        if isinstance(usage, dict):
+            for key, attr in (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")):
+                value = usage.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    setattr(self, attr, value)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from entropy_sentinel.gateway.logprob_cut import fast_process
+from entropy_sentinel.gateway.logprob_cut import answer_meta, fast_process
 from entropy_sentinel.gateway.sse import DONE, SSEDecoder, parse_event
 from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, LogprobPlan, plan_logprobs
+from entropy_sentinel.monitor.records import RequestRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,6 +61,7 @@ def check(data: bytes, p: LogprobPlan, expect_fast: bool | None = True) -> bytes
     assert_same(orjson.loads(got.payload), want, 0.0)
     same_trajectories(ext, want_ext)
     assert got.model == (want.get("model") if isinstance(want.get("model"), str) else None)
+    assert answer_meta(got.id, got.usage) == (want.get("id"), want.get("usage"))  # the span's id and usage
     return got.payload
 
 
@@ -262,6 +264,29 @@ def test_a_duplicate_key_whose_last_value_is_null_is_left_as_sent():
     lp = chat_chunk("tok", TOP)["choices"][0]["logprobs"]
     dup = b'{"choices":[{"index":0,"logprobs":' + orjson.dumps(lp) + b',"logprobs":null}]}'
     assert check(dup, plan()) == dup  # both paths read the last value (null): nothing to cut
+
+
+@pytest.mark.parametrize(
+    "id_value, usage, want",
+    [
+        ("chatcmpl-7", {"prompt_tokens": 5, "completion_tokens": 2}, ("chatcmpl-7", 5, 2)),
+        (12, {"prompt_tokens": "5", "completion_tokens": True}, (None, None, None)),  # wrong types: ignored
+        ("x" * 300, {"prompt_tokens": -1, "completion_tokens": 2.0}, ("x" * 256, None, None)),
+        (None, None, (None, None, None)),
+        ({"nested": 1}, [1, 2], (None, None, None)),
+    ],
+)
+def test_odd_ids_and_usage_stay_on_the_fast_path_and_only_sane_values_reach_the_record(id_value, usage, want):
+    obj = {**event(), "id": id_value, "usage": usage}
+    data = orjson.dumps(obj)
+    check(data, plan())
+    got = fast_process(data, ChoiceExtractor(plan()))
+    assert got is not None
+    record = RequestRecord("r", "chat")
+    record.note_answer(*answer_meta(got.id, got.usage))
+    assert (record.response_id, record.input_tokens, record.output_tokens) == want
+    record.note_answer("later-id", None)  # a stream's first id is kept
+    assert record.response_id == want[0] or (want[0] is None and record.response_id == "later-id")
 
 
 def test_passthrough_extracts_and_changes_nothing():

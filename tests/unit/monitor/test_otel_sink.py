@@ -336,13 +336,17 @@ async def upstream(request: web.Request, up: Any) -> web.StreamResponse:
         message = {"role": "assistant", "content": "".join(TOKENS)}
         logprobs = {"content": [chat_chunk(t, TOP)["choices"][0]["logprobs"]["content"][0] for t in TOKENS]}
         return web.json_response({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "scripted",
+            "id": "chatcmpl-unary", "object": "chat.completion", "created": 1, "model": "scripted",
             "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
         })
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
     for i, tok in enumerate(TOKENS):
         await resp.write(sse(chat_chunk(tok, TOP, finish="stop" if i == len(TOKENS) - 1 else None)))
+    if (body.get("stream_options") or {}).get("include_usage"):  # vLLM's last chunk: no choices, the usage
+        usage = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+        await resp.write(sse({**chat_chunk("", None), "choices": [], "usage": usage}))
     await resp.write(b"data: [DONE]\n\n")
     return resp
 
@@ -399,8 +403,12 @@ async def otlp_receiver() -> AsyncIterator[Receiver]:
         await runner.cleanup()
 
 
-async def chat(url: str, headers: dict[str, str], stream: bool) -> tuple[int, dict[str, str], bytes, float]:
+async def chat(
+    url: str, headers: dict[str, str], stream: bool, usage: bool = False
+) -> tuple[int, dict[str, str], bytes, float]:
     body = {"model": "my-model", "stream": stream, "messages": [{"role": "user", "content": SECRET_PROMPT}]}
+    if usage:
+        body["stream_options"] = {"include_usage": True}
     t0 = time.perf_counter()
     async with aiohttp.ClientSession() as session, session.post(
         url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}", **headers}
@@ -421,7 +429,8 @@ async def test_spans_reach_a_real_otlp_receiver_in_the_applications_trace():
         otel = {"endpoint": receiver.url, "service_name": "sentinel-e2e", "schedule_delay_s": 0.1}
         async with running_proxy(up.url, dialect="openai", scorer=ConstantScorer(), otel=otel) as proxy:
             status, headers, raw, _ = await chat(
-                proxy.url, {"traceparent": TRACEPARENT, "tracestate": "app=1", "X-Sentinel-Slice": "domain=geo"}, True
+                proxy.url, {"traceparent": TRACEPARENT, "tracestate": "app=1", "X-Sentinel-Slice": "domain=geo"}, True,
+                usage=True,
             )
             assert status == 200 and b'"p_correct":[0.8125]' in raw and raw.endswith(b"data: [DONE]\n\n")
             streamed = proxy.records.get(headers["X-Sentinel-Request-Id"])
@@ -438,7 +447,8 @@ async def test_spans_reach_a_real_otlp_receiver_in_the_applications_trace():
     assert span.trace_state == "app=1"
     attrs = attributes(span.attributes)
     assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.request.model"] == "my-model"
-    assert attrs["gen_ai.response.model"] == "scripted" and attrs["gen_ai.usage.output_tokens"] == 3
+    assert attrs["gen_ai.response.model"] == "scripted" and attrs["gen_ai.response.id"] == "chatcmpl-1"
+    assert attrs["gen_ai.usage.input_tokens"] == 9 and attrs["gen_ai.usage.output_tokens"] == 3  # the last chunk's
     assert span.start_time_unix_nano == round(streamed.started_at * 1e6) * 1000
     assert span.end_time_unix_nano - span.start_time_unix_nano == round(streamed.latency_s * 1e9)
     (event,) = span.events
@@ -451,6 +461,9 @@ async def test_spans_reach_a_real_otlp_receiver_in_the_applications_trace():
     }
     _, fresh = by_id[unary.request_id]
     assert fresh.parent_span_id == b"" and fresh.trace_id.hex() != TRACE_ID  # a trace of its own
+    fresh_attrs = attributes(fresh.attributes)
+    assert fresh_attrs["gen_ai.response.id"] == "chatcmpl-unary"
+    assert fresh_attrs["gen_ai.usage.input_tokens"] == 11 and fresh_attrs["gen_ai.usage.output_tokens"] == 3
     wire = b"".join(receiver.bodies)
     for secret in (SECRET_PROMPT, SECRET_ANSWER, API_KEY):
         assert secret.encode() not in wire
