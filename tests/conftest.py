@@ -93,3 +93,21 @@ def trained_artifact(collected_traces, tmp_path_factory):
     path = tmp_path_factory.mktemp("artifact") / "estimator.skops"
     train([collected_traces], path, method="logistic", progress=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def phoenix():
+    """Arize Phoenix serving OTLP/HTTP and its REST API (tests/phoenix_server.py); skips, saying why,
+    where it is not installed (fails under CI, whose scripts/test.sh installs it)."""
+    from tests.phoenix_server import PhoenixServer, why_not
+
+    reason = why_not()
+    if reason is not None and os.environ.get("CI"):
+        pytest.fail(f"CI: {reason}")
+    if reason is not None:
+        pytest.skip(reason)
+    server = PhoenixServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -213,6 +213,7 @@ OTHER_ENV_VARS: frozenset[str] = frozenset(
         "SENTINEL_PYTHON",  # scripts/setup_vllm.sh: base interpreter of the vLLM venv
         "SENTINEL_VLLM_VENV",  # scripts/setup_vllm.sh, start_vllm.sh
         "SENTINEL_VLLM_MODEL_DIR",  # scripts/setup_vllm.sh, start_vllm.sh
+        "SENTINEL_PHOENIX_VENV",  # scripts/setup_phoenix.sh, tests/phoenix_server.py: Arize Phoenix's venv
         "SENTINEL_STUDY_SLICES",  # scripts/collect_study.sh
         "SENTINEL_STUDY_ALT_SLICES",  # scripts/collect_study.sh
         "SENTINEL_STUDY_PORT",  # scripts/collect_study.sh
