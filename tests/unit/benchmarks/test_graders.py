@@ -244,7 +244,8 @@ def test_unknown_kind():
 
 @pytest.mark.parametrize(
     "name",
-    ["gsm8k", "gsm_symbolic", "svamp", "mawps", "asdiv_a", "arith_5d", "math_l2", "arc_challenge", "sciq", "mmlu_stem"],
+    ["gsm8k", "gsm_symbolic", "svamp", "mawps", "asdiv_a", "arith_5d", "math_l2", "arc_challenge", "sciq", "mmlu_stem",
+     "plural_rare", "past_irregular", "city_country_mid", "country_capital"],
 )
 def test_gold_answers_of_every_loader_grade_correct_in_prompt_format(loaded, name):
     """For each benchmark, the gold answer written exactly as the exemplars write theirs is
