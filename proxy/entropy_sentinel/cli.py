@@ -191,6 +191,7 @@ def select_cmd(args: argparse.Namespace) -> int:
 
 
 def check_cmd(args: argparse.Namespace) -> int:
+    import hashlib
     import json
 
     from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
@@ -205,6 +206,8 @@ def check_cmd(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, OSError) as exc:
         print(f"entropy-sentinel check: {exc}", file=sys.stderr)
         return 2
+    result["artifact_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    result["traces_sha256"] = {Path(t).name: hashlib.sha256(Path(t).read_bytes()).hexdigest() for t in args.traces}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "check.json").write_text(json.dumps(result, indent=1))
@@ -213,6 +216,22 @@ def check_cmd(args: argparse.Namespace) -> int:
     plot_check(result, out / "check.png")
     print(text)
     print(f"wrote {out / 'check.json'}, {out / 'check.md'}, {out / 'check.png'}")
+    if args.compare:
+        from entropy_sentinel.evaluation.check import compare_lines, compare_results
+
+        results = {"default": result}
+        for spec in args.compare:
+            name, _, artifact = spec.partition("=")
+            try:
+                results[name] = check_artifact(args.traces, ArtifactScorer.load(artifact), args.level)
+            except (ValueError, KeyError, OSError) as exc:
+                print(f"entropy-sentinel check: --compare {spec}: {exc}", file=sys.stderr)
+                return 2
+        comparison = compare_results(results)
+        (out / "compare.json").write_text(json.dumps(comparison, indent=1))
+        table = "\n".join(compare_lines(comparison))
+        (out / "compare.md").write_text(table + "\n")
+        print(table)
     return 0
 
 
@@ -360,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimator", default="builtin", help="artifact to check (default: the shipped one)")
     p.add_argument("--out", required=True, help="output directory (check.json, check.md, check.png)")
     p.add_argument("--level", type=float, default=0.9)
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=ARTIFACT",
+                   help="also check this artifact and compare (median AEE with a slice bootstrap); repeatable")
 
     p = sub.add_parser("evaluate", help="the paper's protocol: every estimator on every training composition")
     p.add_argument("--traces", nargs="+", required=True)

@@ -30,7 +30,7 @@ from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces
 from entropy_sentinel.stats.intervals import label_free, transfer_tau
 from entropy_sentinel.stats.scores import auroc, spearman
 
-__all__ = ["check_artifact", "plot_check", "summary_lines"]
+__all__ = ["check_artifact", "compare_lines", "compare_results", "plot_check", "summary_lines"]
 
 
 def _constant(metadata: dict[str, Any]) -> float:
@@ -152,3 +152,49 @@ def plot_check(result: dict[str, Any], path: str | Path) -> None:
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
+
+
+def compare_results(results: dict[str, dict[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Several estimators' checks on the same slices side by side, the constant (of the first) among
+    them, and how sure the ranking is: over ``n_boot`` resamples of the slices (with replacement),
+    the share in which each has the lowest median AEE."""
+    names = list(results)
+    order = [s["slice"] for s in results[names[0]]["slices"]]
+    for name in names[1:]:
+        if [s["slice"] for s in results[name]["slices"]] != order:
+            raise ValueError(f"{name} was checked on other slices than {names[0]}")
+    errors = {name: np.array([s["aee"] for s in results[name]["slices"]]) for name in names}
+    errors["constant"] = np.array([s["constant_aee"] for s in results[names[0]]["slices"]])
+    labels = list(errors)
+    matrix = np.vstack([errors[n] for n in labels])  # (estimators, slices)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, matrix.shape[1], size=(n_boot, matrix.shape[1]))
+    medians = np.median(matrix[:, draws], axis=2)  # (estimators, n_boot)
+    wins = np.bincount(medians.argmin(axis=0), minlength=len(labels)) / n_boot
+    lo, hi = np.percentile(medians, [5, 95], axis=1)
+    rows = {}
+    for i, n in enumerate(labels):
+        summary = results[n]["summary"] if n in results else None
+        rows[n] = {
+            "median_aee": float(np.median(errors[n])), "median_aee_5": float(lo[i]), "median_aee_95": float(hi[i]),
+            "lowest_share": float(wins[i]),
+            "spearman": summary["spearman"] if summary else float("nan"),
+            "coverage": summary["coverage"] if summary else float("nan"),
+            "mean_width": summary["mean_width"] if summary else float("nan"),
+        }
+    return {"slices": len(order), "n_boot": n_boot, "estimators": rows}
+
+
+def compare_lines(comparison: dict[str, Any]) -> list[str]:
+    lines = [
+        "| estimator | median AEE | slice bootstrap 5-95 % | lowest median AEE in | Spearman rho | coverage "
+        "| mean width |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in comparison["estimators"].items():
+        lines.append(
+            f"| {name} | {r['median_aee']:.3f} | {r['median_aee_5']:.3f}-{r['median_aee_95']:.3f} | "
+            f"{r['lowest_share']:.0%} | {r['spearman']:.3f} | {r['coverage']:.3f} | {r['mean_width']:.3f} |"
+        )
+    lines.append(f"\n({comparison['n_boot']} resamples of the {comparison['slices']} slices)")
+    return lines

@@ -62,3 +62,22 @@ def test_the_command_writes_a_table_json_and_plot(traces, tmp_path, capsys):
     assert data["estimator"]["estimator"] == "monotone_boost" and len(data["slices"]) == 3
     assert (tmp_path / "check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["check", "--traces", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 2
+
+
+def test_compare_ranks_estimators_with_a_slice_bootstrap():
+    from entropy_sentinel.evaluation.check import compare_lines, compare_results
+
+    def result(errors):
+        slices = [{"slice": f"s{i}", "aee": e, "constant_aee": 0.3} for i, e in enumerate(errors)]
+        return {"slices": slices, "summary": {"spearman": 0.5, "coverage": 1.0, "mean_width": 0.4}}
+
+    got = compare_results({"default": result([0.01, 0.02, 0.03, 0.04]), "other": result([0.1, 0.2, 0.1, 0.2])})
+    rows = got["estimators"]
+    assert list(rows) == ["default", "other", "constant"]
+    assert rows["default"]["median_aee"] == pytest.approx(0.025)
+    assert rows["constant"]["median_aee"] == pytest.approx(0.3)
+    assert rows["default"]["lowest_share"] == 1.0 and rows["other"]["lowest_share"] == 0.0
+    assert rows["default"]["median_aee_5"] <= 0.025 <= rows["default"]["median_aee_95"]
+    assert "| default | 0.025 |" in "\n".join(compare_lines(got))
+    with pytest.raises(ValueError, match="other slices"):
+        compare_results({"a": result([0.1] * 4), "b": {"slices": [{"slice": "x", "aee": 0.1, "constant_aee": 0.1}]}})
