@@ -58,18 +58,20 @@ async def test_client_asking_more_than_20_gets_its_n_and_entropy_uses_the_top_20
     assert record.features[0]["mean"] == pytest.approx(expected)
 
 
-async def test_llamacpp_dialect_drops_the_chat_logprobs_key_like_llama_server_does():
-    async def answer(request, up):
-        content = chat_chunk("a", TOP25[:20])["choices"][0]["logprobs"]["content"]
-        return web.json_response(
-            {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-             "choices": [{"index": 0, "message": {"role": "assistant", "content": "a"},
-                          "logprobs": {"content": content}, "finish_reason": "stop"}]}
-        )
+async def one_token_chat(request, up):
+    """A unary chat completion of one token with its top-20 logprobs."""
+    content = chat_chunk("a", TOP25[:20])["choices"][0]["logprobs"]["content"]
+    return web.json_response(
+        {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "a"},
+                      "logprobs": {"content": content}, "finish_reason": "stop"}]}
+    )
 
+
+async def test_llamacpp_dialect_drops_the_chat_logprobs_key_like_llama_server_does():
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
     for dialect, has_key in (("llamacpp", False), ("vllm", True)):
-        async with scripted_upstream(answer) as up, running_proxy(up.url, dialect=dialect) as proxy:
+        async with scripted_upstream(one_token_chat) as up, running_proxy(up.url, dialect=dialect) as proxy:
             async with aiohttp.ClientSession() as session:
                 async with session.post(proxy.url + "/chat/completions", json=body) as resp:
                     choice = (await resp.json())["choices"][0]
@@ -118,17 +120,9 @@ async def test_feedback_validation_errors_are_openai_shaped():
 async def test_export_reads_its_writes_requests_and_labels_answered_before_it_are_in_it(tmp_path):
     """A store that commits once an hour still exports every request answered and label taken before the
     export: it flushes first (``select`` and ``report`` read labels right after posting them)."""
-    async def answer(request, up):
-        content = chat_chunk("a", TOP25[:20])["choices"][0]["logprobs"]["content"]
-        return web.json_response(
-            {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-             "choices": [{"index": 0, "message": {"role": "assistant", "content": "a"},
-                          "logprobs": {"content": content}, "finish_reason": "stop"}]}
-        )
-
     store = {"path": str(tmp_path / "s.db"), "flush_interval_s": 3600, "batch_size": 10_000}
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
-    async with scripted_upstream(answer) as up, running_proxy(up.url, dialect="openai", store=store) as proxy:
+    async with scripted_upstream(one_token_chat) as up, running_proxy(up.url, dialect="openai", store=store) as proxy:
         async with aiohttp.ClientSession() as session:
             ids = []
             for _ in range(3):
