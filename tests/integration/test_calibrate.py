@@ -70,7 +70,6 @@ async def test_calibrate_collects_trains_and_loads_into_the_running_proxy(llama_
         assert not again.loaded and '"gemma-3-270m": ' in again.load_note
 
 
-@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # 2 items a benchmark: maybe no AUROC at all
 async def test_a_proxy_whose_map_names_another_artifact_gets_the_lines_to_add(llama_url, tmp_path):
     builtin = ArtifactScorer.load(resolve_artifact("builtin"))
     async with running_proxy(llama_url, scorer=builtin) as proxy:  # one scorer for every model, no map

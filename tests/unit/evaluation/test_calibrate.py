@@ -57,3 +57,12 @@ def test_the_config_lines_map_the_model_to_the_artifact(tmp_path):
 def test_the_cli_has_the_command():
     args = cli.build_parser().parse_args(["calibrate", "--proxy", "http://x", "--model", "m", "--no-load"])
     assert (args.budget, args.no_load, args.out, args.traces) == (1000, True, None, None)
+
+
+def test_a_validation_with_no_auroc_at_all_reports_nan_without_a_warning(recwarn):
+    import math
+
+    from entropy_sentinel.evaluation.training import _nanmean
+
+    assert math.isnan(_nanmean([float("nan"), float("nan")])) and _nanmean([0.5, float("nan"), 0.7]) == 0.6
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
