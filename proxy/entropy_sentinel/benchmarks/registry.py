@@ -18,7 +18,7 @@ from entropy_sentinel.benchmarks.sources_bigbench import (
 )
 from entropy_sentinel.benchmarks.sources_geonames import CITIES, COUNTRIES, parse_city_country, parse_country_capital
 from entropy_sentinel.benchmarks.sources_jsonl import parse_jsonl
-from entropy_sentinel.benchmarks.sources_lexicon import INFLECTIONS, WORD_FREQUENCIES, parse_word_forms
+from entropy_sentinel.benchmarks.sources_lexicon import INFLECTIONS, WORD_FREQUENCIES, parse_spelling, parse_word_forms
 from entropy_sentinel.benchmarks.sources_olmo import (
     MATH_SUBJECTS,
     parse_arc,
@@ -139,6 +139,10 @@ SOURCES: dict[str, Source] = {
         task: Source(task, lambda lex, freq, t=task: parse_word_forms(lex, freq, t), LEMMINFLECT, extra=(WORDFREQ,))
         for task in ("plural", "past")
     },
+    **{
+        task: Source(task, lambda lex, freq, t=task: parse_spelling(lex, freq, t), LEMMINFLECT, extra=(WORDFREQ,))
+        for task in ("first_letter", "last_letter")
+    },
     "city_country": Source("city_country", parse_city_country, GEONAMES),
     "country_capital": Source("country_capital", parse_country_capital, GEONAMES),
     "svamp": Source("svamp", lambda d: _shared(d / "svamp.jsonl")),
@@ -212,6 +216,7 @@ FAMILIES: dict[str, str] = {
     ),
     **dict.fromkeys(("object_counting", "object_counting_small", "object_counting_large"), "counting"),
     **{f"{t}{s}": "word_forms" for t in ("plural", "past") for s in ("", "_common", "_rare", "_irregular")},
+    **dict.fromkeys(("first_letter", "last_letter"), "spelling"),
     **dict.fromkeys(
         ("city_country", "city_country_top", "city_country_mid", "city_country_small", "country_capital"), "facts"
     ),

@@ -32,7 +32,7 @@ from entropy_sentinel.benchmarks.sources_bigbench import (
 from entropy_sentinel.benchmarks.sources_common import last_boxed
 from entropy_sentinel.benchmarks.sources_geonames import COUNTRY_ALIASES, parse_city_country, parse_country_capital
 from entropy_sentinel.benchmarks.sources_jsonl import looks_numeric, parse_jsonl
-from entropy_sentinel.benchmarks.sources_lexicon import parse_word_forms, zipf_frequencies
+from entropy_sentinel.benchmarks.sources_lexicon import parse_spelling, parse_word_forms, zipf_frequencies
 from entropy_sentinel.benchmarks.sources_olmo import (
     MATH_SUBJECTS,
     MMLU_STEM,
@@ -81,6 +81,7 @@ __all__ = [
     "parse_math",
     "parse_mmlu",
     "parse_sciq",
+    "parse_spelling",
     "parse_word_forms",
     "read_arrow_stream",
     "zipf_frequencies",

@@ -14,6 +14,9 @@ y->ies for nouns, +ed / +d / y->ied / doubled consonant + ed for verbs), which t
 ``benchmarks.registry`` slice into ladders (common / rare / irregular).
 
 The exemplar words of the ``inflect_plural`` and ``inflect_past`` prompt families are left out.
+
+:func:`parse_spelling` asks for the first or last letter of the same lexicon's common nouns (Zipf >=
+4): a task family (``spelling``) none of the study's slices has.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ WORD_FREQUENCIES = "wordfreq/data/small_en.msgpack.gz"
 MIN_ZIPF = 3.0
 #: words used in the prompt exemplars (prompts.yaml), never asked
 EXEMPLARS = frozenset({"tomato", "key", "goose", "lamp", "bake", "swim", "carry", "stop"})
+#: the ``spelling`` prompt family's exemplar words
+SPELLING_EXEMPLARS = frozenset({"garden", "river", "window", "pencil"})
+SPELLING_MIN_ZIPF = 4.0
 
 
 def zipf_frequencies(root: Path) -> dict[str, float]:
@@ -89,5 +95,32 @@ def parse_word_forms(lexicon_root: Path, frequency_root: Path, task: str) -> lis
         rows.append({
             "item_id": f"{task}-{lemma}", "question": question, "answer": forms[0], "kind": "exact",
             "choices": [], "meta": meta,
+        })
+    return rows
+
+
+def parse_spelling(lexicon_root: Path, frequency_root: Path, task: str) -> list[dict[str, Any]]:
+    """Rows of ``task`` ("first_letter" or "last_letter") for the lexicon's common nouns (at least
+    four letters, Zipf >= :data:`SPELLING_MIN_ZIPF`), in the lexicon's order."""
+    if task not in ("first_letter", "last_letter"):
+        raise ValueError(f"unknown spelling task {task!r}")
+    zipf = zipf_frequencies(frequency_root)
+    text = gzip.decompress((lexicon_root / INFLECTIONS).read_bytes()).decode("utf-8")
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    which = "first" if task == "first_letter" else "last"
+    for record in csv.reader(io.StringIO(text)):
+        if len(record) < 3 or record[1] != "noun":
+            continue
+        word = record[0]
+        if word in seen or len(word) < 4 or not _keep(word) or word in SPELLING_EXEMPLARS:
+            continue
+        if zipf.get(word, 0.0) < SPELLING_MIN_ZIPF:
+            continue
+        seen.add(word)
+        rows.append({
+            "item_id": f"{task}-{word}", "question": f'What is the {which} letter of the word "{word}"?',
+            "answer": word[0] if which == "first" else word[-1], "kind": "exact", "choices": [],
+            "meta": {"word": word, "zipf": zipf[word]},
         })
     return rows

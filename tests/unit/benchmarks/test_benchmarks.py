@@ -88,6 +88,8 @@ SIZES = {
     "city_country_mid": 2000,
     "city_country_small": 9089,
     "country_capital": 234,
+    "first_letter": 2943,
+    "last_letter": 2943,
 }
 
 
@@ -600,3 +602,20 @@ def test_word_forms_parser_filters_on_a_small_lexicon(tmp_path):
     assert [r["meta"]["word"] for r in parse_word_forms(tmp_path, tmp_path, "past")] == ["walk"]
     with pytest.raises(ValueError, match="unknown word-form task"):
         parse_word_forms(tmp_path, tmp_path, "gerund")
+
+
+def test_spelling_asks_the_first_or_last_letter_of_common_nouns(loaded):
+    from entropy_sentinel.benchmarks.graders import grade
+    from entropy_sentinel.benchmarks.registry import family_of
+    from entropy_sentinel.benchmarks.sources_lexicon import SPELLING_EXEMPLARS, SPELLING_MIN_ZIPF
+
+    first, last = loaded["first_letter"], loaded["last_letter"]
+    assert [i.meta["word"] for i in first] == [i.meta["word"] for i in last]
+    for f, la in zip(first, last, strict=True):
+        word = f.meta["word"]
+        assert f.answer == word[0] and la.answer == word[-1] and len(word) >= 4
+        assert f.meta["zipf"] >= SPELLING_MIN_ZIPF and word not in SPELLING_EXEMPLARS
+    table = next(i for i in first if i.meta["word"] == "table")
+    assert table.question == 'What is the first letter of the word "table"?'
+    assert grade(table, " T").correct and grade(table, ' t.').correct and not grade(table, " e").correct
+    assert family_of("first_letter") == family_of("last_letter") == "spelling"
