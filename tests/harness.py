@@ -30,6 +30,48 @@ class RunningProxy:
 
 
 @contextlib.asynccontextmanager
+async def served(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """``app`` on a free loopback port for the block; yields its base URL (``http://127.0.0.1:PORT``)."""
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+class ConstantScorer:
+    """A scorer that answers ``p`` for every choice: any score that appears comes from the proxy's
+    decision to score, and which proxy scored is told by its constant."""
+
+    metadata: dict = {}
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, rows: list[Any]) -> list[float]:
+        return [self.p] * len(rows)
+
+    def check_model(self, ids: list[str]) -> None:
+        return None
+
+
+async def one_token_answer(request: web.Request, up: Any) -> web.Response:
+    """A unary chat completion of the token "4" with two candidates, from the model "scripted"."""
+    top = [{"token": "4", "logprob": -0.5, "bytes": []}, {"token": "5", "logprob": -1.5, "bytes": []}]
+    return web.json_response(
+        {
+            "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop",
+                         "logprobs": {"content": [{"token": "4", "logprob": -0.5, "top_logprobs": top}]}}],
+        }
+    )
+
+
+@contextlib.asynccontextmanager
 async def running_proxy(
     upstream_url: str, dialect: str = "auto", scorer: Any = None, **overrides: dict[str, Any]
 ) -> AsyncIterator[RunningProxy]:
@@ -41,15 +83,8 @@ async def running_proxy(
     }
     cfg = load_config(overrides=overrides, environ={})
     app = create_app(cfg, upstream_url, scorer=scorer)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield RunningProxy(url=f"http://127.0.0.1:{port}/v1", app=app)
-    finally:
-        await runner.cleanup()
+    async with served(app, handler_cancellation=True, access_log=None) as base:
+        yield RunningProxy(url=f"{base}/v1", app=app)
 
 
 @dataclass
@@ -90,16 +125,8 @@ async def scripted_upstream(handler: Handler) -> AsyncIterator[ScriptedUpstream]
     upstream = ScriptedUpstream(handler)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", upstream._dispatch)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    upstream.url = f"http://127.0.0.1:{port}"
-    try:
+    async with served(app, handler_cancellation=True) as upstream.url:
         yield upstream
-    finally:
-        await runner.cleanup()
 
 
 async def wait_serve_ready(session: Any, root: str, proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> None:
@@ -189,15 +216,8 @@ async def recording_relay(target: str) -> AsyncIterator[RecordingRelay]:
     relay = RecordingRelay(target.rstrip("/"))
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", relay._relay)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    relay.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
+    async with served(app) as relay.url:
         yield relay
-    finally:
-        await runner.cleanup()
 
 
 def assert_same(got: Any, want: Any, tol: float, path: str = "$") -> None:

@@ -23,7 +23,7 @@ from entropy_sentinel.gateway.app import create_app
 from entropy_sentinel.traces.collect import collect
 
 from tests.conftest import COLLECT_BENCHMARKS
-from tests.harness import running_proxy
+from tests.harness import running_proxy, served
 
 pytestmark = pytest.mark.llama
 
@@ -63,15 +63,8 @@ async def test_train_then_serve_scores_real_responses(traces, llama_url, tmp_pat
 
     scorer = ArtifactScorer.load(artifact)
     cfg = load_config(overrides={"store": {"path": ""}}, environ={})
-    from aiohttp import web
-
     app = create_app(cfg, llama_url, scorer=scorer)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    try:
+    async with served(app, handler_cancellation=True) as base:
         client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
         raw = await client.completions.with_raw_response.create(
             model="gemma-3-270m", prompt="Question: What is 2 plus 3?\nAnswer:", max_tokens=6, temperature=0
@@ -91,8 +84,6 @@ async def test_train_then_serve_scores_real_responses(traces, llama_url, tmp_pat
         comment = next(e for e in events if e.startswith(b": sentinel "))
         scores = orjson.loads(comment[len(b": sentinel ") :])["p_correct"]
         assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
-    finally:
-        await runner.cleanup()
 
 
 def test_evaluation_numbers_are_computed_from_the_traces(traces):

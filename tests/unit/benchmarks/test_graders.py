@@ -26,6 +26,8 @@ from entropy_sentinel.benchmarks.graders import (
 from entropy_sentinel.benchmarks.loader import Item
 from entropy_sentinel.benchmarks.prompts import build_prompt
 
+from tests.harness import served
+
 pytestmark = pytest.mark.timeout(900)  # the first run may download the benchmarks
 
 
@@ -295,15 +297,8 @@ async def fake_openai():
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/v1", seen
-    finally:
-        await runner.cleanup()
+    async with served(app, access_log=None) as base:
+        yield f"{base}/v1", seen
 
 
 async def test_llm_judge_async_and_sync(fake_openai, by_id):

@@ -24,7 +24,7 @@ from entropy_sentinel.config import load_config
 from entropy_sentinel.embedded.llama_server import free_port
 from entropy_sentinel.estimator.scorer import ArtifactScorer
 
-from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse, wait_serve_ready
+from tests.harness import ConstantScorer, chat_chunk, running_proxy, scripted_upstream, sse, wait_serve_ready
 from tests.tiny_estimators import smuggling_artifact, two_artifacts
 
 TOKEN = "admin-Reload-7f3e"
@@ -249,20 +249,10 @@ async def test_reload_switches_a_models_artifact_while_a_stream_in_flight_keeps_
         assert p == pytest.approx(expected(b, record), abs=1e-4)
 
 
-class _Half:
-    metadata: dict = {}
-
-    def __call__(self, rows):
-        return [0.5 for _ in rows]
-
-    def check_model(self, ids):
-        return None
-
-
 async def test_a_proxy_given_one_scorer_scores_every_model_and_has_nothing_to_reload():
     async with (
         scripted_upstream(model_upstream(asyncio.Event())) as up,
-        running_proxy(up.url, dialect="openai", scorer=_Half()) as proxy,
+        running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.5)) as proxy,
         aiohttp.ClientSession() as session,
     ):
         assert (await ask(session, proxy.root, "gamma"))[1:] == (True, 0.5)

@@ -17,7 +17,7 @@ from entropy_sentinel.gateway.app import MONITOR_KEY
 from entropy_sentinel.gateway.sse import SSEDecoder, SSEEventTooLarge
 from entropy_sentinel.signal import Trajectory
 
-from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
+from tests.harness import ConstantScorer, chat_chunk, running_proxy, scripted_upstream, sse
 
 TOP = [("4", math.log(0.5)), ("5", math.log(0.25)), ("6", math.log(0.125))]
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -179,18 +179,6 @@ async def test_a_proxy_failure_is_recorded_and_stored_as_500_not_0(tmp_path, mon
 # -- shared scripted answers --------------------------------------------------------------------------
 
 
-class ConstantScorer:
-    """Answers 0.926 for every choice: any score that appears comes from the proxy's decision to score."""
-
-    metadata: dict = {}
-
-    def __call__(self, rows):
-        return [0.926] * len(rows)
-
-    def check_model(self, ids):
-        return None
-
-
 def token(tok: str = "4", logprob: object = -0.7, top: object = None) -> dict:
     if top is None:
         top = [{"token": t, "logprob": lp, "bytes": []} for t, lp in TOP]
@@ -258,7 +246,7 @@ async def test_a_response_without_finite_logprobs_is_not_scored(case, stream):
     logprobs = NO_DATA[case]
     handler = upstream_of(unary_body(logprobs), [chunk_body(logprobs), chunk_body(b"null", finish="stop")])
     async with scripted_upstream(handler) as up, running_proxy(
-        up.url, dialect="openai", scorer=ConstantScorer()
+        up.url, dialect="openai", scorer=ConstantScorer(0.926)
     ) as proxy:
         status, headers, body = await post(proxy.url, CHAT, stream=stream)
         record = proxy.records.get(headers["X-Sentinel-Request-Id"])
@@ -299,7 +287,7 @@ async def test_tokens_without_data_are_left_out_and_the_rest_is_scored(stream):
          chunk_body({"content": [bad]}, finish="stop")],
     )
     async with scripted_upstream(handler) as up, running_proxy(
-        up.url, dialect="openai", scorer=ConstantScorer()
+        up.url, dialect="openai", scorer=ConstantScorer(0.926)
     ) as proxy:
         status, headers, body = await post(proxy.url, CHAT, stream=stream)
         record = proxy.records.get(headers["X-Sentinel-Request-Id"])
@@ -335,7 +323,7 @@ async def test_a_malformed_logprob_block_is_relayed_and_unscored(case, stream, t
     handler = upstream_of(unary_body(logprobs), [chunk_body(logprobs), chunk_body(b"null", finish="stop")])
     request = CHAT if top_logprobs is None else {**CHAT, "logprobs": True, "top_logprobs": top_logprobs}
     async with scripted_upstream(handler) as up, running_proxy(
-        up.url, dialect="openai", scorer=ConstantScorer()
+        up.url, dialect="openai", scorer=ConstantScorer(0.926)
     ) as proxy:
         status, headers, body = await post(proxy.url, request, stream=stream)
         record = proxy.records.get(headers["X-Sentinel-Request-Id"])
@@ -373,7 +361,7 @@ async def test_a_request_for_more_choices_than_the_cap_is_forwarded_unforced(n, 
 
 async def test_a_request_within_the_cap_is_forced_and_scored_per_choice():
     async with scripted_upstream(upstream_of(unary_body({"content": [token()]}, choices=16), [])) as up, running_proxy(
-        up.url, dialect="openai", scorer=ConstantScorer()
+        up.url, dialect="openai", scorer=ConstantScorer(0.926)
     ) as proxy:
         status, headers, _ = await post(proxy.url, {**CHAT, "n": 16})
     assert up.seen[-1].json()["top_logprobs"] == 20
@@ -388,7 +376,7 @@ async def test_upstream_choice_indexes_past_the_cap_are_relayed_not_tracked(stre
         [chunk_body({"content": [token()]}, index=i) for i in range(n)] + [chunk_body(b"null", finish="stop")],
     )
     async with scripted_upstream(handler) as up, running_proxy(
-        up.url, dialect="openai", scorer=ConstantScorer(), signal={"max_choices": 4}
+        up.url, dialect="openai", scorer=ConstantScorer(0.926), signal={"max_choices": 4}
     ) as proxy:
         status, headers, body = await post(proxy.url, CHAT, stream=stream)
         record = proxy.records.get(headers["X-Sentinel-Request-Id"])

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from entropy_sentinel.cli import main as cli_main
 from entropy_sentinel.config import ConfigError, load_config
 from entropy_sentinel.gateway.app import MONITOR_KEY
@@ -26,7 +25,7 @@ from entropy_sentinel.monitor.memory_store import MemoryStore
 from entropy_sentinel.monitor.slices import BUCKET_S, SliceRegistry, restore_since
 from entropy_sentinel.report.data import ReportError, records_from_db
 
-from tests.harness import running_proxy, scripted_upstream
+from tests.harness import ConstantScorer, one_token_answer, running_proxy, scripted_upstream
 from tests.postgres_server import PASSWORD
 
 # -- the pure part: sums in, registry out ----------------------------------------------------------
@@ -169,33 +168,6 @@ async def test_a_slow_refresh_spaces_out_the_next_ones_and_never_blocks_the_loop
 # -- two proxies on one PostgreSQL database ------------------------------------------------------------
 
 
-class ConstantScorer:
-    """P(correct) ``p`` for every choice: each replica scores differently, so a replica's own share and
-    the fleet's estimate cannot be mistaken for each other."""
-
-    metadata: dict = {}
-
-    def __init__(self, p: float) -> None:
-        self.p = p
-
-    def __call__(self, rows):
-        return [self.p] * len(rows)
-
-    def check_model(self, ids):
-        return None
-
-
-async def answer(request: web.Request, up: Any) -> web.Response:
-    top = [{"token": "4", "logprob": -0.5, "bytes": []}, {"token": "5", "logprob": -1.5, "bytes": []}]
-    return web.json_response(
-        {
-            "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop",
-                         "logprobs": {"content": [{"token": "4", "logprob": -0.5, "top_logprobs": top}]}}],
-        }
-    )
-
-
 async def ask(session: aiohttp.ClientSession, url: str, key: str) -> str:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     async with session.post(url + "/chat/completions", json=body, headers={"X-Sentinel-Slice": key}) as resp:
@@ -237,7 +209,7 @@ async def test_every_replica_serves_the_fleets_slices_and_report_reads_every_rep
                                                                              "min_labels": 2}}
     own = {"store": {"url": db_url}, "monitor": {"fleet_refresh_s": 0.0}}
     async with (
-        scripted_upstream(answer) as up,
+        scripted_upstream(one_token_answer) as up,
         running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.8), **fleet) as a,
         running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.3), **fleet) as b,
         running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.5), **own) as c,
@@ -310,7 +282,7 @@ def test_report_db_url_errors_name_the_problem_without_the_password(postgres_ser
 
 async def test_a_sqlite_store_serves_the_replicas_own_counters_and_says_so(tmp_path):
     async with (
-        scripted_upstream(answer) as up,
+        scripted_upstream(one_token_answer) as up,
         running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.8), store={"path": str(tmp_path / "s.db")})
         as proxy,
         aiohttp.ClientSession() as session,

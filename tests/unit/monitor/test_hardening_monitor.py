@@ -14,7 +14,7 @@ from entropy_sentinel.monitor.records import RequestRecord
 from entropy_sentinel.monitor.slices import SliceRegistry
 from prometheus_client import generate_latest
 
-from tests.harness import running_proxy, scripted_upstream
+from tests.harness import one_token_answer, running_proxy, scripted_upstream
 
 
 def scored(slice_key: str, p: list[float], request_id: str = "r") -> RequestRecord:
@@ -96,17 +96,6 @@ async def test_a_scrape_of_1000_slices_does_not_stall_the_loop():
 # -- 2: a label is taken once, also once the record has left memory, also concurrently ---------------
 
 
-async def answer(request: web.Request, up) -> web.Response:
-    top = [{"token": "4", "logprob": -0.5, "bytes": []}, {"token": "5", "logprob": -1.5, "bytes": []}]
-    return web.json_response(
-        {
-            "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop",
-                         "logprobs": {"content": [{"token": "4", "logprob": -0.5, "top_logprobs": top}]}}],
-        }
-    )
-
-
 async def ask(session: aiohttp.ClientSession, url: str, body: bytes | None = None) -> str:
     payload = body if body is not None else b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
     async with session.post(url + "/chat/completions", data=payload) as resp:
@@ -126,7 +115,7 @@ def labels_counted(proxy) -> int:
 
 async def test_feedback_outside_the_memory_window_is_taken_once(tmp_path):
     store = {"path": str(tmp_path / "s.db")}
-    async with scripted_upstream(answer) as up, running_proxy(
+    async with scripted_upstream(one_token_answer) as up, running_proxy(
         up.url, dialect="openai", store=store, server={"recent_requests": 1}
     ) as proxy, aiohttp.ClientSession() as session:
         first, second, third = [await ask(session, proxy.url) for _ in range(3)]
@@ -147,7 +136,7 @@ async def test_feedback_outside_the_memory_window_is_taken_once(tmp_path):
 
 async def test_feedback_after_a_restart_is_taken_once(tmp_path):
     store = {"path": str(tmp_path / "s.db")}
-    async with scripted_upstream(answer) as up:
+    async with scripted_upstream(one_token_answer) as up:
         async with running_proxy(up.url, dialect="openai", store=store) as proxy, aiohttp.ClientSession() as session:
             request_id = await ask(session, proxy.url)
         for restart in range(2):  # two restarts: the second sees the label the first took
@@ -157,7 +146,7 @@ async def test_feedback_after_a_restart_is_taken_once(tmp_path):
 
 
 async def test_feedback_for_a_request_the_proxy_refused_is_refused(tmp_path):
-    async with scripted_upstream(answer) as up, running_proxy(
+    async with scripted_upstream(one_token_answer) as up, running_proxy(
         up.url, dialect="openai", store={"path": str(tmp_path / "s.db")}, server={"recent_requests": 1}
     ) as proxy, aiohttp.ClientSession() as session:
         refused = await ask(session, proxy.url, b"{not json")

@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
+from tests.harness import ConstantScorer, chat_chunk, running_proxy, scripted_upstream, served, sse
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -314,16 +314,6 @@ def test_a_missing_extra_is_named(monkeypatch):
 # -- the real wire: proxy -> OTLP/HTTP exporter -> a receiver -------------------------------------------
 
 
-class ConstantScorer:
-    metadata: dict = {}
-
-    def __call__(self, rows):
-        return [0.8125] * len(rows)
-
-    def check_model(self, ids):
-        return None
-
-
 TOP = [("Par", math.log(0.5)), ("Lon", math.log(0.25)), ("Ber", math.log(0.125))]
 TOKENS = ["Par", "is", SECRET_ANSWER]
 
@@ -392,15 +382,8 @@ async def otlp_receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    receiver.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
+    async with served(app) as receiver.url:
         yield receiver
-    finally:
-        await runner.cleanup()
 
 
 async def chat(
@@ -427,7 +410,7 @@ async def until(condition: Any, timeout_s: float = 15.0) -> None:
 async def test_spans_reach_a_real_otlp_receiver_in_the_applications_trace():
     async with otlp_receiver() as receiver, scripted_upstream(upstream) as up:
         otel = {"endpoint": receiver.url, "service_name": "sentinel-e2e", "schedule_delay_s": 0.1}
-        async with running_proxy(up.url, dialect="openai", scorer=ConstantScorer(), otel=otel) as proxy:
+        async with running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.8125), otel=otel) as proxy:
             status, headers, raw, _ = await chat(
                 proxy.url, {"traceparent": TRACEPARENT, "tracestate": "app=1", "X-Sentinel-Slice": "domain=geo"}, True,
                 usage=True,
@@ -472,7 +455,7 @@ async def test_spans_reach_a_real_otlp_receiver_in_the_applications_trace():
 async def test_the_stop_flushes_the_last_spans_to_the_receiver():
     async with otlp_receiver() as receiver, scripted_upstream(upstream) as up:
         otel = {"endpoint": receiver.url + "/v1/traces", "schedule_delay_s": 3600}
-        async with running_proxy(up.url, dialect="openai", scorer=ConstantScorer(), otel=otel) as proxy:
+        async with running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.8125), otel=otel) as proxy:
             for _ in range(3):
                 assert (await chat(proxy.url, {}, True))[0] == 200
             await asyncio.sleep(0.2)
@@ -529,11 +512,11 @@ async def test_an_unreachable_collector_never_slows_or_breaks_a_request(collecto
             endpoint, accepted = f"http://127.0.0.1:{closed_port()}", None
         else:
             endpoint, accepted = await stack.enter_async_context(silent_collector())
-        async with running_proxy(up.url, dialect="openai", scorer=ConstantScorer()) as baseline:
+        async with running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.8125)) as baseline:
             await latencies(baseline.url, 4)  # warm
             base = await latencies(baseline.url, 20)
         otel = {"endpoint": endpoint, "export_timeout_s": timeout_s, "schedule_delay_s": 0.05}
-        proxy_cm = running_proxy(up.url, dialect="openai", scorer=ConstantScorer(), otel=otel)
+        proxy_cm = running_proxy(up.url, dialect="openai", scorer=ConstantScorer(0.8125), otel=otel)
         proxy = await proxy_cm.__aenter__()
         try:
             await latencies(proxy.url, 4)

@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
-from aiohttp import web
 from entropy_sentinel import optional
 from entropy_sentinel.config import ConfigError, StoreConfig, load_config
 from entropy_sentinel.gateway.app import MONITOR_KEY
@@ -29,7 +28,7 @@ from entropy_sentinel.monitor.store import ReplayRow, sums_of_rows
 from entropy_sentinel.monitor.store_factory import open_store
 from entropy_sentinel.optional import MissingExtra
 
-from tests.harness import running_proxy, scripted_upstream
+from tests.harness import one_token_answer, running_proxy, scripted_upstream
 from tests.postgres_server import PASSWORD
 
 
@@ -273,17 +272,6 @@ def test_without_the_postgres_extra_store_url_names_it(monkeypatch):
 # -- two proxies, one store ----------------------------------------------------------------------
 
 
-async def answer(request: web.Request, up) -> web.Response:
-    top = [{"token": "4", "logprob": -0.5, "bytes": []}, {"token": "5", "logprob": -1.5, "bytes": []}]
-    return web.json_response(
-        {
-            "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop",
-                         "logprobs": {"content": [{"token": "4", "logprob": -0.5, "top_logprobs": top}]}}],
-        }
-    )
-
-
 async def ask(session: aiohttp.ClientSession, url: str) -> str:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     async with session.post(url + "/chat/completions", json=body, headers={"X-Sentinel-Slice": "tenant=t"}) as resp:
@@ -305,7 +293,7 @@ def labels_counted(proxy) -> int:
 async def test_two_proxies_on_one_store_take_each_label_once_whichever_replica_gets_it(db_url):
     store = {"url": db_url}
     async with (
-        scripted_upstream(answer) as up,
+        scripted_upstream(one_token_answer) as up,
         running_proxy(up.url, dialect="openai", store=store) as a,
         running_proxy(up.url, dialect="openai", store=store) as b,
         aiohttp.ClientSession() as session,
