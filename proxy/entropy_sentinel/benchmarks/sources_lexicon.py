@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,22 +67,32 @@ def _keep(lemma: str) -> bool:
     return len(lemma) >= 3 and lemma.isascii() and lemma.isalpha() and lemma.islower() and lemma not in EXEMPLARS
 
 
-def parse_word_forms(lexicon_root: Path, frequency_root: Path, task: str) -> list[dict[str, Any]]:
-    """Rows of ``task`` ("plural" or "past"): one per lemma, in the lexicon's (alphabetical) order."""
-    if task not in ("plural", "past"):
-        raise ValueError(f"unknown word-form task {task!r}")
+def _entries(
+    lexicon_root: Path, frequency_root: Path, upos: str, min_zipf: float
+) -> Iterator[tuple[str, list[str], float]]:
+    """(lemma, its inflection columns, its Zipf frequency) of every ``upos`` row of the lexicon whose
+    lemma passes :func:`_keep` and is at least ``min_zipf`` common, in the lexicon's order."""
     zipf = zipf_frequencies(frequency_root)
-    upos, regular = ("noun", _regular_plural) if task == "plural" else ("verb", _regular_past)
     text = gzip.decompress((lexicon_root / INFLECTIONS).read_bytes()).decode("utf-8")
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
     for record in csv.reader(io.StringIO(text)):
         if len(record) < 3 or record[1] != upos:
             continue
         lemma = record[0]
-        if lemma in seen or not _keep(lemma) or zipf.get(lemma, 0.0) < MIN_ZIPF:
+        if _keep(lemma) and zipf.get(lemma, 0.0) >= min_zipf:
+            yield lemma, record[2:], zipf[lemma]
+
+
+def parse_word_forms(lexicon_root: Path, frequency_root: Path, task: str) -> list[dict[str, Any]]:
+    """Rows of ``task`` ("plural" or "past"): one per lemma, in the lexicon's (alphabetical) order."""
+    if task not in ("plural", "past"):
+        raise ValueError(f"unknown word-form task {task!r}")
+    upos, regular = ("noun", _regular_plural) if task == "plural" else ("verb", _regular_past)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for lemma, columns, zipf in _entries(lexicon_root, frequency_root, upos, MIN_ZIPF):
+        if lemma in seen:
             continue
-        forms = [f for f in record[2].split("/") if f and f != lemma]
+        forms = [f for f in columns[0].split("/") if f and f != lemma]
         if not forms or not all(f.isascii() and f.isalpha() for f in forms):
             continue
         seen.add(lemma)
@@ -89,7 +100,7 @@ def parse_word_forms(lexicon_root: Path, frequency_root: Path, task: str) -> lis
             f'Give the plural of the noun "{lemma}".' if task == "plural"
             else f'Give the simple past tense of the verb "{lemma}".'
         )
-        meta: dict[str, Any] = {"word": lemma, "zipf": zipf[lemma], "regular": regular(lemma, forms[0])}
+        meta: dict[str, Any] = {"word": lemma, "zipf": zipf, "regular": regular(lemma, forms[0])}
         if len(forms) > 1:
             meta["aliases"] = forms[1:]
         rows.append({
@@ -104,23 +115,16 @@ def parse_spelling(lexicon_root: Path, frequency_root: Path, task: str) -> list[
     four letters, Zipf >= :data:`SPELLING_MIN_ZIPF`), in the lexicon's order."""
     if task not in ("first_letter", "last_letter"):
         raise ValueError(f"unknown spelling task {task!r}")
-    zipf = zipf_frequencies(frequency_root)
-    text = gzip.decompress((lexicon_root / INFLECTIONS).read_bytes()).decode("utf-8")
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     which = "first" if task == "first_letter" else "last"
-    for record in csv.reader(io.StringIO(text)):
-        if len(record) < 3 or record[1] != "noun":
-            continue
-        word = record[0]
-        if word in seen or len(word) < 4 or not _keep(word) or word in SPELLING_EXEMPLARS:
-            continue
-        if zipf.get(word, 0.0) < SPELLING_MIN_ZIPF:
+    for word, _, zipf in _entries(lexicon_root, frequency_root, "noun", SPELLING_MIN_ZIPF):
+        if word in seen or len(word) < 4 or word in SPELLING_EXEMPLARS:
             continue
         seen.add(word)
         rows.append({
             "item_id": f"{task}-{word}", "question": f'What is the {which} letter of the word "{word}"?',
             "answer": word[0] if which == "first" else word[-1], "kind": "exact", "choices": [],
-            "meta": {"word": word, "zipf": zipf[word]},
+            "meta": {"word": word, "zipf": zipf},
         })
     return rows
