@@ -140,13 +140,18 @@ def train_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _file_stem(model: str) -> str:
+    """A model name as part of a file name: characters other than letters, digits, ``.-_`` become ``_``."""
+    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in model)
+
+
 def calibrate_cmd(args: argparse.Namespace) -> int:
     import asyncio
 
     from entropy_sentinel.evaluation.calibrate import CalibrateError, calibrate, summary_lines
     from entropy_sentinel.traces.collect import CollectError
 
-    out = Path(args.out or f"calibrated-{''.join(c if c.isalnum() or c in '.-_' else '_' for c in args.model)}.skops")
+    out = Path(args.out or f"calibrated-{_file_stem(args.model)}.skops")
     try:
         result = asyncio.run(
             calibrate(
@@ -169,7 +174,7 @@ def select_cmd(args: argparse.Namespace) -> int:
 
     from entropy_sentinel.evaluation.choose import ChooseError, choose
 
-    out = Path(args.out or f"selected-{''.join(c if c.isalnum() or c in '.-_' else '_' for c in args.model)}.skops")
+    out = Path(args.out or f"selected-{_file_stem(args.model)}.skops")
     try:
         choice = asyncio.run(
             choose(
@@ -195,17 +200,32 @@ def check_cmd(args: argparse.Namespace) -> int:
     import json
 
     from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
-    from entropy_sentinel.evaluation.check import check_artifact, plot_check, summary_lines
+    from entropy_sentinel.evaluation.check import (
+        check_artifacts,
+        compare_lines,
+        compare_results,
+        plot_check,
+        summary_lines,
+    )
 
     path = resolve_artifact(args.estimator)
     if path is None:
         print("entropy-sentinel check: --estimator names no artifact", file=sys.stderr)
         return 2
-    try:
-        result = check_artifact(args.traces, ArtifactScorer.load(path), args.level)
+    scorers: dict[str | None, Any] = {}  # None: the artifact checked; the others only compared with it
+    try:  # every artifact loaded, and the traces read once, before anything is written
+        scorers[None] = ArtifactScorer.load(path)
+        for spec in args.compare:
+            name, _, artifact = spec.partition("=")
+            try:
+                scorers[name] = ArtifactScorer.load(artifact)
+            except (ValueError, KeyError, OSError) as exc:
+                raise ValueError(f"--compare {spec}: {exc}") from exc
+        results = check_artifacts(args.traces, scorers, args.level)
     except (ValueError, KeyError, OSError) as exc:
         print(f"entropy-sentinel check: {exc}", file=sys.stderr)
         return 2
+    result = results.pop(None)
     result["artifact_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     result["traces_sha256"] = {Path(t).name: hashlib.sha256(Path(t).read_bytes()).hexdigest() for t in args.traces}
     out = Path(args.out)
@@ -217,17 +237,7 @@ def check_cmd(args: argparse.Namespace) -> int:
     print(text)
     print(f"wrote {out / 'check.json'}, {out / 'check.md'}, {out / 'check.png'}")
     if args.compare:
-        from entropy_sentinel.evaluation.check import compare_lines, compare_results
-
-        results = {"default": result}
-        for spec in args.compare:
-            name, _, artifact = spec.partition("=")
-            try:
-                results[name] = check_artifact(args.traces, ArtifactScorer.load(artifact), args.level)
-            except (ValueError, KeyError, OSError) as exc:
-                print(f"entropy-sentinel check: --compare {spec}: {exc}", file=sys.stderr)
-                return 2
-        comparison = compare_results(results)
+        comparison = compare_results({"default": result, **results})
         (out / "compare.json").write_text(json.dumps(comparison, indent=1))
         table = "\n".join(compare_lines(comparison))
         (out / "compare.md").write_text(table + "\n")

@@ -19,7 +19,7 @@ the mean signed error and how many slices are over-estimated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from entropy_sentinel.evaluation.protocol import group_by_benchmark, read_traces
 from entropy_sentinel.stats.intervals import label_free, transfer_tau
 from entropy_sentinel.stats.scores import auroc, spearman
 
-__all__ = ["check_artifact", "compare_lines", "compare_results", "plot_check", "summary_lines"]
+__all__ = ["check_artifact", "check_artifacts", "compare_lines", "compare_results", "plot_check", "summary_lines"]
 
 
 def _constant(metadata: dict[str, Any]) -> float:
@@ -45,9 +45,20 @@ def check_artifact(
     traces: Sequence[str | Path], scorer: ArtifactScorer, level: float = 0.9
 ) -> dict[str, Any]:
     """Per-slice and summary figures of ``scorer`` on the labelled ``traces`` (see the module doc)."""
+    return check_artifacts(traces, {"": scorer}, level)[""]
+
+
+def check_artifacts(
+    traces: Sequence[str | Path], scorers: Mapping[Any, ArtifactScorer], level: float = 0.9
+) -> dict[Any, dict[str, Any]]:
+    """:func:`check_artifact` of each named scorer, the traces read once."""
     grouped = group_by_benchmark(t for t in read_traces(traces) if t.get("label") is not None)
     if not grouped:
         raise ValueError("no labelled traces in " + ", ".join(map(str, traces)))
+    return {name: _check(grouped, scorer, level) for name, scorer in scorers.items()}
+
+
+def _check(grouped: Mapping[str, Sequence[dict[str, Any]]], scorer: ArtifactScorer, level: float) -> dict[str, Any]:
     tau = transfer_tau(scorer.metadata.get("validation"), level)
     constant = _constant(scorer.metadata)
     names = tuple(scorer.features)
