@@ -271,19 +271,31 @@ async def warm(target: Target) -> None:
 # ----------------------------------------------------------------------------- profile
 
 
-def profile(target: Target, seconds: float, out: Path, top: int = 25) -> None:
-    """py-spy over every thread of ``target`` under saturated streaming (c = 64) and non-streaming load."""
+PROFILE_LOADS = ("mixed", "stream1", "stream64", "unary16")
+
+
+def profile(target: Target, seconds: float, out: Path, top: int = 25, load_kind: str = "mixed",
+            gil: bool = True) -> None:
+    """py-spy over every thread of ``target`` under ``load_kind``: saturated streaming (c = 64) with
+    non-streaming load beside it (``mixed``), or one of them alone (``stream64``, ``unary16``), or a
+    single stream back to back (``stream1``: the fixed cost per request shows)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists() or target.proc is None:
         print("profile: py-spy not found (.venv/bin/pip install py-spy)")
         return
     cmd = [spy, "record", "--pid", str(target.proc.pid), "--duration", str(int(seconds)), "--rate", "250",
-           "--format", "raw", "--nolineno", "--gil", "--output", str(out)]
+           "--format", "raw", "--nolineno", *(["--gil"] if gil else []), "--output", str(out)]
     spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def load() -> None:
-        await asyncio.gather(saturate(target, 64, seconds * 0.8, 0.5),
-                             saturate(target, 4, seconds * 0.8, 0.5, unary=True))
+        window = seconds * 0.8
+        loads = {
+            "mixed": lambda: [saturate(target, 64, window, 0.5), saturate(target, 4, window, 0.5, unary=True)],
+            "stream1": lambda: [saturate(target, 1, window, 0.5)],
+            "stream64": lambda: [saturate(target, 64, window, 0.5)],
+            "unary16": lambda: [saturate(target, 16, window, 0.5, unary=True)],
+        }
+        await asyncio.gather(*loads[load_kind]())
 
     asyncio.run(load())
     spy_proc.wait()
@@ -304,8 +316,8 @@ def profile(target: Target, seconds: float, out: Path, top: int = 25) -> None:
             self_n[frames[-1]] += n
         for frame in set(frames):
             total_n[frame] += n
-    print(f"\nprofile of {target.name}: {samples} samples over {seconds:.0f} s of the thread holding the GIL"
-          f" (py-spy --gil; raw: {out})")
+    print(f"\nprofile of {target.name} ({load_kind}): {samples} samples over {seconds:.0f} s of "
+          + ("the thread holding the GIL (py-spy --gil" if gil else "every thread on CPU (py-spy") + f"; raw: {out})")
     print(f"{'self %':>7} {'total %':>8}  function (file)")
     for frame, n in self_n.most_common(top):
         print(f"{100 * n / samples:7.1f} {100 * total_n[frame] / samples:8.1f}  {frame}")
@@ -341,6 +353,9 @@ def main() -> None:
                         "e.g. '--estimator none' (the figures are then not the shipped defaults')")
     parser.add_argument("--profile", type=float, default=0.0, metavar="S", help="py-spy the proxy for S s")
     parser.add_argument("--profile-out", type=Path, default=None)
+    parser.add_argument("--profile-threads", action="store_true",
+                        help="sample every thread on CPU (default: the thread holding the GIL)")
+    parser.add_argument("--profile-load", choices=PROFILE_LOADS, default="mixed", help="the load while profiling")
     parser.add_argument("--json", type=Path, default=None, help="write every figure of every round here")
     args = parser.parse_args()
     rounds = min(1, args.rounds) if args.quick else args.rounds
@@ -401,7 +416,8 @@ def main() -> None:
             args.json.write_text(orjson.dumps(dump, option=orjson.OPT_INDENT_2).decode())
         if args.profile:
             prof = next(t for t in targets if t.name not in ("direct", "byte pipe"))
-            profile(prof, args.profile, args.profile_out or tmp / "pyspy.raw")
+            profile(prof, args.profile, args.profile_out or tmp / "pyspy.raw", load_kind=args.profile_load,
+                    gil=not args.profile_threads)
     finally:
         for proc in procs:
             proc.terminate()
