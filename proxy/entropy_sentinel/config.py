@@ -93,6 +93,11 @@ class SignalConfig:
     #: choices per response that are instrumented: a request asking for more (``n``) is forwarded
     #: unforced and unscored; upstream choice indexes beyond it are relayed, not tracked
     max_choices: int = 16
+    #: a finished response whose features and score are expected to take at most this long (measured
+    #: per estimator and token) is scored on the event loop, else in the scoring thread; 0: always the thread.
+    #: 5 ms is Python's GIL switch interval: the thread, once it holds the GIL, keeps the loop waiting
+    #: that long anyway, so blocking the loop for less costs the other streams nothing more
+    score_on_loop_ms: float = 5.0
 
 
 @dataclass
@@ -318,6 +323,8 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
         errors.append("signal.top_k: must be between 1 and 20 (vLLM caps logprobs at 20 by default)")
     if cfg.signal.max_choices < 1:
         errors.append("signal.max_choices: must be at least 1")
+    if not 0 <= cfg.signal.score_on_loop_ms <= 100:
+        errors.append("signal.score_on_loop_ms: must be between 0 (always the scoring thread) and 100")
     if cfg.signal.entropy_variant not in ENTROPY_VARIANTS:
         errors.append(f"signal.entropy_variant: choose one of {', '.join(ENTROPY_VARIANTS)}")
     if cfg.monitor.max_slices < 1:

@@ -28,10 +28,13 @@ class Scorer(Protocol):
     """Scores the choices of one response.
 
     ``__call__`` receives, per choice, the statistics under every entropy variant and returns one
-    P(correct) in [0, 1] per choice, in order. It runs in a worker thread, never on the event loop,
-    and must not keep references to its argument. ``metadata`` describes the estimator (at least
-    ``validation`` when the interval's spread is to come from it); ``check_model`` returns a warning
-    when the upstream serves models the estimator was not fitted on, else None.
+    P(correct) in [0, 1] per choice, in order. It runs in the scoring worker's thread, or on the event
+    loop once it has been measured to take no longer than ``signal.score_on_loop_ms`` for the response
+    (``gateway/scoring.py``): it must be thread-agnostic, should not wait on I/O (one that does is kept
+    to the thread once seen), and must not keep references to its argument. ``metadata`` describes
+    the estimator (at least ``validation`` when the interval's spread is to come from it);
+    ``check_model`` returns a warning when the upstream serves models the estimator was not fitted
+    on, else None.
     """
 
     metadata: Mapping[str, Any]

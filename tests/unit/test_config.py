@@ -32,11 +32,12 @@ def test_env_then_flags_override_the_file(tmp_path):
 
 def test_every_bad_key_is_reported_at_once(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("server:\n  port: 70000\n  bogus: 1\nsignal:\n  top_k: 50\nupstream:\n  url: ftp://x\n")
+    f.write_text("server:\n  port: 70000\n  bogus: 1\nsignal:\n  top_k: 50\n  score_on_loop_ms: -1\nupstream:\n  url: ftp://x\n")
     with pytest.raises(ConfigError) as err:
         load_config(f, environ={"SENTINEL_LOGGING_LOG_CONTENT": "maybe"})
     text = str(err.value)
-    for needle in ("server.port", "server.bogus: unknown key", "signal.top_k", "upstream.url", "log_content"):
+    needles = ("server.port", "server.bogus: unknown key", "signal.top_k", "signal.score_on_loop_ms")
+    for needle in (*needles, "upstream.url", "log_content"):
         assert needle in text
 
 

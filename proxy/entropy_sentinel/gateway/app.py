@@ -160,6 +160,7 @@ def create_app(
             upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, estimators=estimators,
             dialect=DIALECTS[dialect], monitor=monitor, max_choices=cfg.signal.max_choices,
             max_event_bytes=int(cfg.upstream.max_event_mb * 1024 * 1024),
+            score_on_loop_s=cfg.signal.score_on_loop_ms / 1000,
         )
         app[RELOADS_KEY] = EstimatorReloads(instrumenter, monitor.slices)  # the admin route and SIGHUP
         yield

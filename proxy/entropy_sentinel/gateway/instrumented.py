@@ -94,6 +94,7 @@ class Instrumenter:
         monitor: Monitor | None = None,
         max_choices: int = 16,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        score_on_loop_s: float = 0.0,
     ) -> None:
         self.upstream = upstream
         self.max_choices = max_choices
@@ -106,7 +107,8 @@ class Instrumenter:
         #: which estimator scores which model; a reload swaps this reference (gateway/estimators.py),
         #: a request keeps the catalog it started with
         self.estimators = estimators
-        self.scoring = ScoringWorker()  # features and scores, off the loop, batched
+        #: features and scores: on the loop when measured cheap, else off it, batched
+        self.scoring = ScoringWorker(inline_budget_s=score_on_loop_s)
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record = RequestRecord(request_id=uuid.uuid4().hex, route=endpoint)
@@ -361,10 +363,11 @@ class Instrumenter:
     ) -> list[float] | None:
         """Features of every choice, and their scores by the estimator of the response's model.
 
-        Both are computed by the scoring worker's thread (:mod:`~entropy_sentinel.gateway.scoring`),
-        never on the event loop: features under every entropy variant and a forest or boosted model
-        would stall every other stream the proxy is relaying. Responses that finish together are
-        scored in one estimator call (per estimator).
+        Both are computed by the scoring worker (:mod:`~entropy_sentinel.gateway.scoring`): on the
+        event loop when the estimator's measured cost for this many tokens is within
+        ``signal.score_on_loop_ms``, else in its thread, where a slow estimator or a long response
+        cannot stall the other streams the proxy is relaying, and where responses that finish
+        together are scored in one estimator call (per estimator).
 
         ``estimators`` is the catalog the request started with; the response's model (the request's,
         ``requested_model``, when the response names none) picks the estimator. A model without one

@@ -132,3 +132,83 @@ async def test_responses_of_different_estimators_in_one_batch_are_each_scored_by
     assert [s.scores for s in summaries] == expected
     assert sum(a.calls) == 1 + 3 and sum(b.calls) == 3  # each row went to its own estimator only
     assert len(a.calls) == 2 and len(b.calls) == 1  # batched: one call per estimator
+
+
+# ----------------------------------------------------------------------------- on the loop when cheap
+
+
+class ThreadScorer(SlowScorer):
+    """Records the thread of every call, in order; sleeps ``sleep_s`` in the calls after the first
+    (an estimator that waits on I/O: CPU time does not see it, the loop would)."""
+
+    def __init__(self, sleep_s: float = 0.0) -> None:
+        super().__init__()
+        self.order: list[str] = []
+        self.sleep_s = sleep_s
+
+    def __call__(self, rows):
+        self.order.append(threading.current_thread().name)
+        if self.sleep_s and len(self.order) > 1:
+            time.sleep(self.sleep_s)
+        self.calls.append(len(rows))
+        return [min(1.0, r["topk"]["mean"]) for r in rows]
+
+
+async def test_a_measured_cheap_estimator_scores_on_the_loop_with_the_same_scores():
+    scorer, worker = ThreadScorer(), ScoringWorker(inline_budget_s=1.0)
+    trajs = [[(0, trajectory(5 + i, i / 10))] for i in range(3)]
+    alone = [scorer([t.features_by_variant() for _, t in tr]) for tr in trajs]
+    scorer.order.clear()
+    summaries = [await worker.summarize(tr, scorer) for tr in trajs]
+    assert [s.scores for s in summaries] == alone
+    assert [s.choices[0].features_by_variant for s in summaries] == [
+        tr[0][1].features_by_variant() for tr in trajs
+    ]
+    # unmeasured: the thread; measured, and far within the budget: the loop's own thread, at once
+    assert scorer.order == ["sentinel-scoring", threading.current_thread().name, threading.current_thread().name]
+    assert worker.inline == 2 and worker.cost_per_token(scorer) is not None
+
+
+async def test_the_budget_counts_the_response_tokens_and_zero_keeps_the_thread():
+    scorer = ThreadScorer()
+    never = ScoringWorker(inline_budget_s=0.0)
+    for _ in range(3):
+        await never.summarize([(0, trajectory(8))], scorer)
+    assert never.inline == 0 and set(scorer.order) == {"sentinel-scoring"}
+
+    worker = ScoringWorker(inline_budget_s=1.0)
+    await worker.summarize([(0, trajectory(100))], scorer)  # measured in the thread
+    per_token = worker.cost_per_token(scorer)
+    assert per_token is not None and per_token > 0
+    worker.inline_budget_s = per_token * 200  # room for ~200 tokens
+    await worker.summarize([(0, trajectory(20))], scorer)
+    assert worker.inline == 1
+    await worker.summarize([(0, trajectory(3000))], scorer)  # far past it: the thread
+    assert worker.inline == 1 and scorer.order[-1] == "sentinel-scoring"
+
+
+async def test_an_estimator_that_waits_on_io_is_kept_to_the_thread():
+    scorer = ThreadScorer(sleep_s=0.05)  # 50 ms of waiting the thread's CPU clock does not count
+    worker = ScoringWorker(inline_budget_s=0.005)
+    for _ in range(12):  # enough thread calls, measured cheap again, to bring the running cost back under
+        summary = await worker.summarize([(0, trajectory(10))], scorer)
+        assert summary.scores is not None
+    loop_thread = threading.current_thread().name
+    # the first call measured (CPU only) as cheap, the second on the loop overran: the thread for good
+    assert scorer.order == ["sentinel-scoring", loop_thread] + ["sentinel-scoring"] * 10
+    assert worker.inline == 1
+
+
+async def test_a_failing_estimator_on_the_loop_leaves_the_response_unscored_not_broken():
+    class FailsLater(ThreadScorer):
+        def __call__(self, rows):
+            if self.order:
+                self.order.append(threading.current_thread().name)
+                raise ValueError("estimator broke")
+            return super().__call__(rows)
+
+    scorer, worker = FailsLater(), ScoringWorker(inline_budget_s=1.0)
+    await worker.summarize([(0, trajectory(5))], scorer)
+    summary = await worker.summarize([(0, trajectory(5))], scorer)
+    assert worker.inline == 1 and summary.scores is None and isinstance(summary.error, ValueError)
+    assert summary.choices[0].tokens == 5  # the features are still there
