@@ -271,14 +271,15 @@ async def warm(target: Target) -> None:
 # ----------------------------------------------------------------------------- profile
 
 
-PROFILE_LOADS = ("mixed", "stream1", "stream64", "unary16")
+PROFILE_LOADS = ("mixed", "stream1", "stream64", "unary16", "paced64")
 
 
 def profile(target: Target, seconds: float, out: Path, top: int = 25, load_kind: str = "mixed",
             gil: bool = True) -> None:
     """py-spy over every thread of ``target`` under ``load_kind``: saturated streaming (c = 64) with
     non-streaming load beside it (``mixed``), or one of them alone (``stream64``, ``unary16``), or a
-    single stream back to back (``stream1``: the fixed cost per request shows)."""
+    single stream back to back (``stream1``: the fixed cost per request shows), or the 64 paced streams
+    of the latency table, one wave after another (``paced64``: what holds the loop up between tokens)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists() or target.proc is None:
         print("profile: py-spy not found (.venv/bin/pip install py-spy)")
@@ -287,6 +288,11 @@ def profile(target: Target, seconds: float, out: Path, top: int = 25, load_kind:
            "--format", "raw", "--nolineno", *(["--gil"] if gil else []), "--output", str(out)]
     spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    async def waves(window: float) -> None:
+        end = time.perf_counter() + window
+        while time.perf_counter() < end:
+            await paced(target, 64, 20.0)
+
     async def load() -> None:
         window = seconds * 0.8
         loads = {
@@ -294,6 +300,7 @@ def profile(target: Target, seconds: float, out: Path, top: int = 25, load_kind:
             "stream1": lambda: [saturate(target, 1, window, 0.5)],
             "stream64": lambda: [saturate(target, 64, window, 0.5)],
             "unary16": lambda: [saturate(target, 16, window, 0.5, unary=True)],
+            "paced64": lambda: [waves(window)],
         }
         await asyncio.gather(*loads[load_kind]())
 
