@@ -10,12 +10,12 @@ asked.
 **Where it runs.** The worker measures what each estimator costs per token (with features: CPU
 seconds in the thread, ``time.thread_time``, so waiting for the GIL does not count; wall seconds on
 the loop). A response whose expected cost is within ``inline_budget_s`` is scored on the loop, at
-once: with the proxy on one core, handing ~0.5 ms of work to a thread that must win the GIL from the
-loop delayed the score before ``[DONE]`` by up to a switch interval and cost more CPU than the work
-itself (bench/throughput.py, 64 paced streams: [DONE] p99 +7.2 -> +2.1 ms, per-token p99 +4.8 -> +3.6
-ms). A response that would cost more (a long one, a slow estimator), or any response until its
-estimator has been measured, goes to the thread, which keeps the loop free. An estimator that once
-took far longer on the loop than measured (one that waits on I/O) is kept to the thread for good.
+once: with the proxy on one core, handing ~1 ms of work to a thread that must win the GIL from the
+loop delayed the score before ``[DONE]`` by up to a switch interval (bench/throughput.py, 64 paced
+streams, two runs: [DONE] p99 +6.6 -> +1.5 ms and +4.4 -> +1.6 ms). A response that would cost
+more (a long one, a slow estimator), or any response until its estimator has been measured, goes to
+the thread, which keeps the loop free. An estimator that once took far longer on the loop than
+measured (one that waits on I/O) is kept to the thread for good.
 
 **The thread.** One, so the estimator sees one call at a time; responses that finish while it is
 busy are scored together in its next call, one predict over all their rows per estimator (each
