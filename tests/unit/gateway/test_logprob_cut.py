@@ -1,7 +1,9 @@
 """The fast path (decode only what is read, cut ``logprobs`` out of the upstream's bytes) against the
 general path (parse, ChoiceExtractor, dump), which is the reference: wherever the fast path answers,
 the client gets the same JSON (same keys in the same order, same values) and every trajectory the same
-tokens; where it declines, it has fed nothing."""
+tokens; where it declines, it has fed nothing. Every test runs twice: as shipped (only answers of
+``ONE_PASS_MIN_BYTES`` or more are decoded in one pass) and with every answer tried in one pass first.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from entropy_sentinel.gateway import logprob_cut
 from entropy_sentinel.gateway.logprob_cut import answer_meta, fast_process
 from entropy_sentinel.gateway.sse import DONE, SSEDecoder, parse_event
 from entropy_sentinel.gateway.wire import DIALECTS, ChoiceExtractor, LogprobPlan, plan_logprobs
@@ -24,6 +27,14 @@ from tests.harness import assert_same, chat_chunk
 from tests.paths import FIXTURES
 
 TOP = [(f"t{i}", math.log(0.5 / (i + 1))) for i in range(20)]
+
+
+@pytest.fixture(scope="module", autouse=True, params=["as shipped", "one pass for all"])
+def one_pass_threshold(request: pytest.FixtureRequest):  # module scope: hypothesis refuses per-test fixtures
+    shipped = logprob_cut.ONE_PASS_MIN_BYTES
+    logprob_cut.ONE_PASS_MIN_BYTES = shipped if request.param == "as shipped" else 0
+    yield
+    logprob_cut.ONE_PASS_MIN_BYTES = shipped
 
 
 def plan(client_n: int | None = None, drop_key: bool = False, endpoint: str = "chat") -> LogprobPlan:
@@ -342,3 +353,78 @@ def _choice(draw: st.DrawFn) -> dict[str, Any]:
 def test_generated_answers_agree_with_the_general_path(choices, style, drop_key, client_n):
     data = chunk_bytes({"id": "x", "model": "m", "choices": choices}, **style)
     check(data, plan(client_n, drop_key=drop_key), expect_fast=None)
+
+
+# ----------------------------------------------------------------------------- one pass
+
+
+def big_answer(tokens: int = 256) -> bytes:
+    """vLLM's captured non-streamed forced answer grown to ``tokens`` tokens (as bench/replay_upstream.py)."""
+    body = orjson.loads(json.loads((FIXTURES / "vllm" / "chat.forced.json").read_text())["body"])
+    content = body["choices"][0]["logprobs"]["content"]
+    body["choices"][0]["logprobs"]["content"] = [content[i % len(content)] for i in range(tokens)]
+    return orjson.dumps(body)
+
+
+def two_passes(data: bytes, p: LogprobPlan) -> tuple[Any, ChoiceExtractor]:
+    shipped = logprob_cut.ONE_PASS_MIN_BYTES
+    logprob_cut.ONE_PASS_MIN_BYTES = len(data) + 1
+    try:
+        ext = ChoiceExtractor(p)
+        return fast_process(data, ext), ext
+    finally:
+        logprob_cut.ONE_PASS_MIN_BYTES = shipped
+
+
+@pytest.mark.parametrize("drop_key", [False, True])
+@pytest.mark.parametrize("client_n", [None, 20])
+def test_one_pass_takes_a_large_answer_and_gives_the_two_passes_bytes(drop_key: bool, client_n: int | None):
+    data = big_answer()
+    assert len(data) >= logprob_cut.ONE_PASS_MIN_BYTES > 0 or logprob_cut.ONE_PASS_MIN_BYTES == 0
+    ext = ChoiceExtractor(plan(client_n, drop_key=drop_key))
+    got = logprob_cut._one_pass(data, ext, client_n is None)
+    assert got is not None, "the one pass declined a plain vLLM answer"
+    want, want_ext = two_passes(data, plan(client_n, drop_key=drop_key))
+    assert want is not None
+    assert (got.payload, got.changed, got.model) == (want.payload, want.changed, want.model)
+    assert (bytes(got.id), bytes(got.usage)) == (bytes(want.id), bytes(want.usage))  # type: ignore[arg-type]
+    assert len(ext.trajectories[0]) == 256
+    same_trajectories(ext, want_ext)
+    check(data, plan(client_n, drop_key=drop_key))  # and both as the general path
+
+
+def test_one_pass_declines_what_it_cannot_prove():
+    data = big_answer(8)
+    ext = ChoiceExtractor(plan())
+    # the marker outside the span (in the message): not proven
+    obj = orjson.loads(data)
+    obj["choices"][0]["message"]["content"] = logprob_cut._MARK.decode()
+    marked = orjson.dumps(obj)
+    assert logprob_cut._one_pass(marked, ext, True) is None
+    # inside the span (a token string) it is cut out with the span: proven all the same
+    inside = data.replace(b'"token":"', b'"token":"' + logprob_cut._MARK, 1)
+    assert logprob_cut._one_pass(inside, ChoiceExtractor(plan()), True) is not None
+    # a second "logprobs" key (in the message): not one occurrence
+    obj = orjson.loads(data)
+    obj["choices"][0]["message"]["logprobs"] = None
+    doubled = orjson.dumps(obj)
+    assert logprob_cut._one_pass(doubled, ext, True) is None
+    # more closing braces after the value than it tries: declined, not guessed
+    obj = orjson.loads(data)
+    obj["tail"] = [{"a": {}} for _ in range(logprob_cut._ONE_PASS_TRIES)]
+    braced = orjson.dumps(obj)
+    assert logprob_cut._one_pass(braced, ext, True) is None
+    # an object after the value in the choice: the first decodable end is too late, proven wrong
+    obj = orjson.loads(data)
+    obj["choices"][0]["z"] = {"k": {"j": 1}}
+    late = orjson.dumps(obj)
+    assert logprob_cut._one_pass(late, ext, True) is None
+    # the one "logprobs" is not the choice's (it sits in the message): the marker proves it
+    obj = orjson.loads(data)
+    obj["choices"][0]["message"]["logprobs"] = obj["choices"][0].pop("logprobs")
+    nested = orjson.dumps(obj)
+    assert logprob_cut._one_pass(nested, ext, True) is None
+    assert not ext.trajectories, "a declined one pass fed tokens"
+    for case in (marked, inside, braced, late, nested):
+        check(case, plan())  # the two passes answer
+    check(doubled, plan(), expect_fast=False)  # they decline too: the general path answers
