@@ -138,6 +138,19 @@ def _skip_ws(data: bytes, at: int) -> int:
     return at
 
 
+def _past_colon(data: bytes, key: int) -> int | None:
+    """Just past the colon after the ``"logprobs"`` found at ``key``; None: none found (``key`` < 0), its
+    opening quote escaped (not trusted as a key), or no colon after it."""
+    if key < 0 or (key > 0 and data[key - 1] == _BACKSLASH):
+        return None
+    at = key + _KEY_LEN
+    if data[at : at + 1] != b":":  # compact JSON has the colon right there
+        at = _skip_ws(data, at)
+        if data[at : at + 1] != b":":
+            return None
+    return at + 1
+
+
 def _spans(data: bytes, raws: list[Raw]) -> list[tuple[int, int, int]] | None:
     """(key start, value start, value end) of every choice's ``logprobs`` member, in choice order; None unless the
     key occurs exactly once per choice that has one, each followed by that choice's own value.
@@ -152,14 +165,9 @@ def _spans(data: bytes, raws: list[Raw]) -> list[tuple[int, int, int]] | None:
     pos = 0
     for raw in raws:
         key = data.find(_KEY, pos)
-        if key < 0 or (key > 0 and data[key - 1] == _BACKSLASH):
+        at = _past_colon(data, key)
+        if at is None:
             return None
-        at = key + _KEY_LEN
-        if data[at : at + 1] != b":":  # compact JSON has the colon right there
-            at = _skip_ws(data, at)
-            if data[at : at + 1] != b":":
-                return None
-        at += 1
         if not data.startswith(raw, at):
             at = _skip_ws(data, at)
         if not data.startswith(raw, at):
@@ -272,13 +280,19 @@ def _one_choice(data: bytes, extractor: ChoiceExtractor, choice: _Choice, cut: b
                 ) -> FastResult | None:
     raw = choice.logprobs
     block = None if raw is UNSET else _decode_block(raw)
-    payload = data
+    spans = None
     if cut and block is not None:
         spans = _spans(data, [raw])  # type: ignore[list-item]  # not UNSET: there is a block
         if spans is None:
             return None
-        payload = _cut(data, spans, extractor.plan.drop_key)
-    traj = extractor.trajectory(choice.index)
+    return _deliver(data, extractor, choice.index, block, spans, answer)
+
+
+def _deliver(data: bytes, extractor: ChoiceExtractor, index: int, block: Block | None,
+             spans: list[tuple[int, int, int]] | None, answer: _Answer) -> FastResult:
+    """The one choice's answer: ``data`` with ``spans`` cut out (none: as sent), ``block`` fed to its trajectory."""
+    payload = data if spans is None else _cut(data, spans, extractor.plan.drop_key)
+    traj = extractor.trajectory(index)
     if block is not None and traj is not None:
         traj.add(*block)
     return _result(payload, data, answer)
@@ -297,12 +311,10 @@ def _one_pass(data: bytes, extractor: ChoiceExtractor, cut: bool) -> FastResult 
     does not matter: the block is decoded, and the span leaves whole.)
     """
     key = data.find(_KEY)
-    if key < 0 or (key > 0 and data[key - 1] == _BACKSLASH):
+    at = _past_colon(data, key)
+    if at is None:
         return None
-    at = _skip_ws(data, key + _KEY_LEN)
-    if data[at : at + 1] != b":":
-        return None
-    at = _skip_ws(data, at + 1)
+    at = _skip_ws(data, at)
     if data[at : at + 1] != b"{":
         return None
     view = memoryview(data)
@@ -332,10 +344,5 @@ def _one_pass(data: bytes, extractor: ChoiceExtractor, cut: bool) -> FastResult 
         block = _block(_LOGPROBS.decode(view[at:end]))
     except (msgspec.DecodeError, RecursionError):
         return None
-    payload = data
-    if cut and block is not None:
-        payload = _cut(data, [(key, at, end)], extractor.plan.drop_key)
-    traj = extractor.trajectory(choice.index)
-    if block is not None and traj is not None:
-        traj.add(*block)
-    return _result(payload, data, answer)
+    spans = [(key, at, end)] if cut and block is not None else None
+    return _deliver(data, extractor, choice.index, block, spans, answer)
