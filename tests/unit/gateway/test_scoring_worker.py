@@ -190,7 +190,7 @@ async def test_the_budget_counts_the_response_tokens_and_zero_keeps_the_thread()
 async def test_an_estimator_that_waits_on_io_is_kept_to_the_thread():
     scorer = ThreadScorer(sleep_s=0.05)  # 50 ms of waiting the thread's CPU clock does not count
     worker = ScoringWorker(inline_budget_s=0.005)
-    for _ in range(12):  # enough thread calls, measured cheap again, to bring the running cost back under
+    for _ in range(12):  # enough cheap-measured thread calls to bring the running cost back under the budget
         summary = await worker.summarize([(0, trajectory(10))], scorer)
         assert summary.scores is not None
     loop_thread = threading.current_thread().name
