@@ -60,6 +60,10 @@ class UpstreamConfig:
     #: longest silence between two chunks of an upstream response
     read_timeout_s: float = 600.0
     max_connections: int = 256
+    #: an idle pooled connection is not reused past this: keep it below the upstream's own idle close
+    #: (vLLM's uvicorn and llama-server close after 5 s), or a request written just as the upstream
+    #: closes is lost and answered 502
+    keepalive_timeout_s: float = 4.0
     #: how the upstream answers logprob requests: auto (probe GET /v1/models), openai, vllm, llamacpp
     dialect: str = "auto"
     #: largest single streamed event (SSE) accepted from the upstream; a larger one ends the stream
@@ -312,7 +316,7 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
     url = cfg.upstream.url
     if url != "local" and not url.startswith(("http://", "https://")):
         errors.append(f"upstream.url: {url!r} is neither 'local' nor an http(s) URL")
-    for name in ("connect_timeout_s", "read_timeout_s"):
+    for name in ("connect_timeout_s", "read_timeout_s", "keepalive_timeout_s"):
         if getattr(cfg.upstream, name) <= 0:
             errors.append(f"upstream.{name}: must be positive")
     if cfg.upstream.max_event_mb <= 0:

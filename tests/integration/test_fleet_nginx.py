@@ -355,8 +355,20 @@ def stored_rows(db_url: str) -> dict[str, dict[str, Any]]:
     from psycopg.rows import dict_row
 
     with psycopg.connect(db_url, row_factory=dict_row) as conn:
-        rows = conn.execute("SELECT request_id, slice, scored, p_correct_all, label FROM sentinel_requests").fetchall()
+        query = "SELECT request_id, slice, status, scored, p_correct_all, label FROM sentinel_requests"
+        rows = conn.execute(query).fetchall()
     return {r["request_id"]: r for r in rows}
+
+
+def unexpected_rows(rows: dict[str, dict[str, Any]], answered: set[str], replicas: list[Replica]) -> str:
+    """What a failed ``stored rows == answers`` comparison needs to be understood: the rows no client got
+    (their status: a replica's 502 that nginx resent elsewhere?), the answers not stored, and the
+    replicas' warnings (an upstream error says which)."""
+    extra = {k: {"status": r["status"], "scored": r["scored"]} for k, r in rows.items() if k not in answered}
+    warnings = [line for replica in replicas for path in replica.log_files
+                for line in path.read_text(errors="replace").splitlines() if " WARNING " in line or " ERROR " in line]
+    return f"stored, never answered: {extra}; answered, not stored: {sorted(answered - rows.keys())}; " \
+           f"replica warnings: {warnings[-20:]}"
 
 
 async def wait_stored(db_url: str, ids: set[str], timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
@@ -526,7 +538,8 @@ async def test_replicas_behind_nginx_agree_and_a_rolling_restart_under_load_lose
             roots = [lb, lb, *(r.root for r in replicas)]
             views = await fresh_views(session, roots, labelled_at)
             rows = await asyncio.to_thread(stored_rows, db_url)
-            assert set(rows) == {a.request_id for a in wave}
+            assert set(rows) == {a.request_id for a in wave}, unexpected_rows(rows, {a.request_id for a in wave},
+                                                                              replicas)
             assert sum(r["label"] is not None for r in rows.values()) == accepted
             assert_fleet_equals_one_replica(views, wave, rows)
             assert sum(s["labels"]["n"] for s in views[0]["slices"]) == accepted  # no label counted twice
@@ -570,7 +583,8 @@ async def test_replicas_behind_nginx_agree_and_a_rolling_restart_under_load_lose
                            answers=len(got), records_stored=len(rows),
                            **nginx_retries(nginx.error_log.read_text()))
             assert errors == [], f"clients saw failed requests during the rolling restart: {errors}"
-            assert set(rows) == got  # every answer stored, and nothing a client never got (no resent POST)
+            # every answer stored, and nothing a client never got (no resent POST)
+            assert set(rows) == got, unexpected_rows(rows, got, replicas)
             assert len(load) >= 20
 
             # -- 5. the restarted replicas serve the fleet's view of everything, labels included -------------

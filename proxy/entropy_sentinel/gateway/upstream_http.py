@@ -69,7 +69,9 @@ class UpstreamHTTP:
         base = base_url.rstrip("/")
         self.base_url = base[:-3] if base.endswith("/v1") else base
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s)
-        self._connector = aiohttp.TCPConnector(limit=cfg.max_connections, ttl_dns_cache=300)
+        self._connector = aiohttp.TCPConnector(
+            limit=cfg.max_connections, ttl_dns_cache=300, keepalive_timeout=cfg.keepalive_timeout_s
+        )
         common = {"connector": self._connector, "connector_owner": False, "timeout": timeout, "auto_decompress": False}
         self.raw = aiohttp.ClientSession(**common)
         self.decoded = aiohttp.ClientSession(**{**common, "auto_decompress": True})

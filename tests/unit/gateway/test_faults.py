@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import aiohttp
 import openai
@@ -11,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.harness import chat_chunk, running_proxy, scripted_upstream, sse
+from tests.harness import chat_chunk, one_token_answer, running_proxy, scripted_upstream, sse
 
 TOP = [("4", math.log(0.5)), ("5", math.log(0.25)), ("6", math.log(0.125))]
 
@@ -51,6 +52,39 @@ async def test_upstream_timeout_is_504():
             await client(proxy.url).completions.create(model="m", prompt="x")
     assert err.value.status_code == 504
     assert err.value.body["type"] == "upstream_timeout"
+
+
+@pytest.mark.parametrize(("keepalive_s", "second"), [(0.2, 200), (30.0, 502)])
+async def test_an_upstream_connection_idle_past_keepalive_timeout_is_not_reused(keepalive_s, second):
+    """vLLM's uvicorn and llama-server close a keep-alive connection idle 5 s; a request the proxy writes
+    on it at that moment is lost (502, and a load balancer in front retries it on another replica: one
+    request stored twice). The scripted upstream plays that race every time: a request arriving on a
+    connection idle 0.5 s finds it closed. Below ``upstream.keepalive_timeout_s`` (0.2 s) the proxy opens
+    a new connection instead; with the timeout above the upstream's (30 s) it reuses the dead one."""
+    idle_close_s, last_answer = 0.5, {}
+
+    async def closes_idle(request, up):
+        conn = id(request.transport)
+        if conn in last_answer and time.monotonic() - last_answer[conn] >= idle_close_s:
+            request.transport.close()
+            return web.Response()
+        answer = await one_token_answer(request, up)
+        last_answer[conn] = time.monotonic()
+        return answer
+
+    async with (
+        scripted_upstream(closes_idle) as up,
+        running_proxy(up.url, dialect="openai", upstream={"keepalive_timeout_s": keepalive_s}) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        statuses = []
+        for _ in range(2):
+            async with session.post(proxy.url + "/chat/completions",
+                                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}) as r:
+                statuses.append(r.status)
+            await asyncio.sleep(idle_close_s + 0.1)
+    assert statuses == [200, second]
+    assert len(up.seen) == 2
 
 
 @pytest.mark.parametrize("status", [404, 429, 500, 503])
