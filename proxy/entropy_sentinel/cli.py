@@ -75,7 +75,7 @@ def serve(
     local = None
     upstream_url = cfg.upstream.url
     if upstream_url == "local":
-        local = LocalLlamaServer(cfg.local)
+        local = LocalLlamaServer(cfg.local, cfg.upstream.max_connections)
         log.info("starting the embedded upstream (llama-server + Gemma 3 270M)")
         upstream_url = local.start()
     try:

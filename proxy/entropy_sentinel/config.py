@@ -86,6 +86,10 @@ class LocalUpstreamConfig:
     ctx_size: int = 8192
     parallel: int = 4
     threads: int = 2
+    #: llama-server's HTTP threads (``--threads-http``); 0 = ``upstream.max_connections``. It serves each
+    #: connection on one thread and keeps it while the connection idles (5 s), so a connection past its
+    #: threads waits for one to close: its own default (slots + 2) stalled bursts by ~5 s
+    threads_http: int = 0
     startup_timeout_s: float = 120.0
     build_jobs: int = 2
 
@@ -321,6 +325,8 @@ def _validate(cfg: SentinelConfig, errors: list[str]) -> None:
             errors.append(f"upstream.{name}: must be positive")
     if cfg.upstream.max_event_mb <= 0:
         errors.append("upstream.max_event_mb: must be positive")
+    if cfg.local.threads_http < 0:
+        errors.append("local.threads_http: 0 (as many as upstream.max_connections) or more")
     if cfg.upstream.dialect not in ("auto", "openai", "vllm", "llamacpp"):
         errors.append("upstream.dialect: choose auto, openai, vllm or llamacpp")
     if not 1 <= cfg.signal.top_k <= 20:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import openai
 import pytest
@@ -54,12 +56,27 @@ def served(tmp_path):
         proc.wait(timeout=30)
 
 
+def _llama_server_child(pid: int) -> tuple[list[str], int]:
+    """The command line and thread count of ``serve``'s llama-server child (Linux /proc)."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    for child in children:
+        argv = (Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0"))
+        if Path(argv[0]).name == "llama-server":
+            status = Path(f"/proc/{child}/status").read_text()
+            return argv, int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+    raise AssertionError(f"no llama-server among serve's children {children}")
+
+
 def test_serve_local_end_to_end_and_clean_shutdown(served):
     base, proc, log = served
     health = get_json(base + "/sentinel/healthz")
     assert health["status"] == "ok" and health["upstream_dialect"] == "llamacpp"
     upstream = health["upstream"]
     assert upstream.startswith("http://127.0.0.1:") and _port_open(upstream)
+    if sys.platform == "linux":  # an HTTP thread for every connection the proxy may open (default 256)
+        argv, threads = _llama_server_child(proc.pid)
+        assert argv[argv.index("--threads-http") + 1] == "256" and threads >= 256
 
     secret_prompt, secret_key = "Zebra-quokka 7781 plus 2 is", "sk-never-log-this-4242"
     client = openai.OpenAI(base_url=base + "/v1", api_key=secret_key, max_retries=0)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from entropy_sentinel.config import LocalUpstreamConfig
+from entropy_sentinel.config import LocalUpstreamConfig, UpstreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +268,11 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
 class LocalLlamaServer:
     """A llama-server child process on a free loopback port, owned by whoever starts it."""
 
-    def __init__(self, cfg: LocalUpstreamConfig) -> None:
+    def __init__(self, cfg: LocalUpstreamConfig, max_connections: int = UpstreamConfig.max_connections) -> None:
+        """``max_connections``: the most connections the proxy opens to it (``upstream.max_connections``),
+        each given an HTTP thread unless ``cfg.threads_http`` says otherwise."""
         self.cfg = cfg
+        self.threads_http = cfg.threads_http or max_connections
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = cache_root(cfg) / "llama-server.log"
@@ -283,6 +286,7 @@ class LocalLlamaServer:
         return [
             str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
             "-c", str(c.ctx_size), "-np", str(c.parallel), "-t", str(c.threads), "--no-webui",
+            "--threads-http", str(self.threads_http),
             "--alias", MODEL_ALIAS, "--chat-template-file", str(chat_template_path(c)),
         ]
 
