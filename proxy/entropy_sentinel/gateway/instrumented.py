@@ -206,6 +206,16 @@ class Instrumenter:
         return plan.choices is None or plan.choices > self.max_choices
 
     @staticmethod
+    def _upstream_failed(record: RequestRecord, ids: dict[str, str], exc: BaseException) -> web.Response:
+        """No answer from the upstream (connect, reset, timeout): the client gets the mapped 502/504, the
+        record its code, the log the exception's type (a load balancer may resend the request elsewhere,
+        so the replica's log is where an operator finds why it failed)."""
+        status, code, message = classify_error(exc)
+        log.warning("request_id=%s upstream failed (%s): %d %s", record.request_id, type(exc).__name__, status, code)
+        record.unscored_reason = UnscoredReason(code)
+        return error_response(status, message, code=code, headers=ids)
+
+    @staticmethod
     def _monitoring_failed(record: RequestRecord, exc: Exception) -> None:
         """A failure of ours while instrumenting: the answer is relayed as sent, unscored (the log
         names the exception's type only: its message may quote the upstream's content)."""
@@ -225,9 +235,7 @@ class Instrumenter:
                 payload = await up.read()
                 status, reason, up_headers = up.status, up.reason, up.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
-            status, code, message = classify_error(exc)
-            record.unscored_reason = UnscoredReason(code)
-            return error_response(status, message, code=code, headers=ids)
+            return self._upstream_failed(record, ids, exc)
         headers = response_headers(up_headers, keep_length=False, drop_encoding=True)
         headers.update(ids)
         if status == 400 and refuses_logprobs(payload):
@@ -298,9 +306,7 @@ class Instrumenter:
                         break
                     events = decoder.feed(chunk)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                status, code, message = classify_error(exc)
-                record.unscored_reason = UnscoredReason(code)
-                return error_response(status, message, code=code, headers=ids)
+                return self._upstream_failed(record, ids, exc)
             except SSEEventTooLarge:
                 record.unscored_reason = UnscoredReason.UPSTREAM_EVENT_TOO_LARGE
                 return error_response(502, _EVENT_TOO_LARGE, code=_TOO_LARGE_CODE, headers=ids)

@@ -55,7 +55,7 @@ async def test_upstream_timeout_is_504():
 
 
 @pytest.mark.parametrize(("keepalive_s", "second"), [(0.2, 200), (30.0, 502)])
-async def test_an_upstream_connection_idle_past_keepalive_timeout_is_not_reused(keepalive_s, second):
+async def test_an_upstream_connection_idle_past_keepalive_timeout_is_not_reused(keepalive_s, second, caplog):
     """vLLM's uvicorn and llama-server close a keep-alive connection idle 5 s; a request the proxy writes
     on it at that moment is lost (502, and a load balancer in front retries it on another replica: one
     request stored twice). The scripted upstream plays that race every time: a request arriving on a
@@ -85,6 +85,12 @@ async def test_an_upstream_connection_idle_past_keepalive_timeout_is_not_reused(
             await asyncio.sleep(idle_close_s + 0.1)
     assert statuses == [200, second]
     assert len(up.seen) == 2
+    # the proxy's log says why it answered 502 (nginx in front resends it elsewhere: no client sees it)
+    failures = [r.getMessage() for r in caplog.records if "upstream failed" in r.getMessage()]
+    if second == 200:
+        assert failures == []
+    else:
+        assert len(failures) == 1 and "Error): 502 upstream_" in failures[0], failures
 
 
 @pytest.mark.parametrize("status", [404, 429, 500, 503])
