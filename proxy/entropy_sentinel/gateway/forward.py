@@ -22,12 +22,16 @@ async def forward(
     body: bytes | None = None,
     extra_headers: dict[str, str] | None = None,
     before_end: Callable[[int], Awaitable[None]] | None = None,
+    close: bool = False,
 ) -> web.StreamResponse:
     """Relay one request; ``body`` replaces the client's body when given (already read).
 
     ``before_end(status)`` is awaited before the response's last byte: before the chunk that
     completes a ``Content-Length`` body (or before the headers of an empty one), else before the
     end of a chunked body (strict durability commits the request's record there).
+
+    ``close`` asks the upstream for ``Connection: close`` (a stream to an upstream that drops the
+    connection after it without saying so: the pool must not hand that connection on).
 
     The path is the one routed: ``paths.path_guard`` has refused any that the client session would
     normalize elsewhere."""
@@ -37,7 +41,7 @@ async def forward(
         async with upstream.raw.request(
             request.method,
             upstream.url(request.raw_path),
-            headers=request_headers(request.headers),
+            headers=request_headers(request.headers, close=close),
             data=body,
             allow_redirects=False,
         ) as up:

@@ -178,15 +178,24 @@ class Instrumenter:
             record.unscored_reason = (
                 UnscoredReason.LOGPROB_FIELDS_NOT_UNDERSTOOD if sampled else UnscoredReason.NOT_SAMPLED
             )
-            return await forward(request, self.upstream, raw, ids, before_end=request[ENDING_KEY].durable)
+            return await forward(
+                request, self.upstream, raw, ids, before_end=request[ENDING_KEY].durable, close=self._closes(record)
+            )
         plan.original_body = raw
         handler = self._stream if plan.stream else self._unary
         return await handler(request, plan, encode_request_json(obj), record, ids)
 
-    def _upstream_headers(self, request: web.Request) -> dict[str, str]:
-        headers = request_headers(request.headers, extra_drop=("content-type", "accept-encoding"))
+    def _upstream_headers(self, request: web.Request, stream: bool = False) -> dict[str, str]:
+        headers = request_headers(
+            request.headers, extra_drop=("content-type", "accept-encoding"),
+            close=stream and self.dialect.closes_after_stream,
+        )
         headers["Content-Type"] = "application/json"
         return headers
+
+    def _closes(self, record: RequestRecord) -> bool:
+        """A relayed stream whose upstream drops the connection after it (``Dialect.closes_after_stream``)."""
+        return record.stream and self.dialect.closes_after_stream
 
     async def _retry_unforced(
         self,
@@ -199,7 +208,10 @@ class Instrumenter:
         """The client's own body, relayed untouched and unscored (``reason`` says why)."""
         log.info("request_id=%s forwarded unforced, unscored: %s", record.request_id, reason.value)
         record.unscored_reason = reason
-        return await forward(request, self.upstream, plan.original_body, ids, before_end=request[ENDING_KEY].durable)
+        return await forward(
+            request, self.upstream, plan.original_body, ids, before_end=request[ENDING_KEY].durable,
+            close=self._closes(record),
+        )
 
     def _too_many_choices(self, plan: LogprobPlan) -> bool:
         """More choices than ``signal.max_choices`` (or an ``n`` that is not an integer): not instrumented."""
@@ -286,7 +298,7 @@ class Instrumenter:
             try:
                 up = await stack.enter_async_context(
                     self.upstream.decoded.post(
-                        self.upstream.url(request.raw_path), data=forced, headers=self._upstream_headers(request)
+                        self.upstream.url(request.raw_path), data=forced, headers=self._upstream_headers(request, True)
                     )
                 )
                 if up.status != 200:

@@ -38,14 +38,20 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     return listed
 
 
-def request_headers(headers: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()) -> CIMultiDict[str]:
+def request_headers(
+    headers: CIMultiDictProxy[str], extra_drop: Iterable[str] = (), close: bool = False
+) -> CIMultiDict[str]:
     """Client headers for the upstream: hop-by-hop and ``X-Sentinel-*`` removed, the rest as-is
     (``Authorization`` included). ``Content-Encoding`` goes too: the body forwarded is the one aiohttp
-    inflated (see ``request_body.check_content_encoding``, which refuses codings it does not inflate)."""
+    inflated (see ``request_body.check_content_encoding``, which refuses codings it does not inflate).
+    ``close``: the proxy's own ``Connection: close`` for this hop (the connection is not pooled after)."""
     drop = HOP_BY_HOP | _connection_listed(headers) | {"content-encoding"} | {h.lower() for h in extra_drop}
-    return CIMultiDict(
+    out = CIMultiDict(
         (k, v) for k, v in headers.items() if k.lower() not in drop and not k.lower().startswith(SENTINEL_PREFIX)
     )
+    if close:
+        out["Connection"] = "close"
+    return out
 
 
 def response_headers(

@@ -43,13 +43,18 @@ class Dialect:
     zero_means_none: bool = False
     #: chat choices asked for no logprobs carry no ``logprobs`` key (rather than ``null``)
     chat_key_absent: bool = False
+    #: the upstream closes its connection after a streamed answer without saying so (llama-server): a
+    #: stream is sent with ``Connection: close``, or the pool hands the dead connection to the next request
+    closes_after_stream: bool = False
 
 
 DIALECTS = {
     "openai": Dialect("openai"),
     "vllm": Dialect("vllm"),
     # llama.cpp: `logprobs: true` alone means n_probs = 20; n_probs = 0 means no logprobs
-    "llamacpp": Dialect("llamacpp", chat_default_top=20, zero_means_none=True, chat_key_absent=True),
+    "llamacpp": Dialect(
+        "llamacpp", chat_default_top=20, zero_means_none=True, chat_key_absent=True, closes_after_stream=True
+    ),
 }
 
 
