@@ -19,11 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
-from entropy_sentinel.config import LocalUpstreamConfig, load_config
-from entropy_sentinel.embedded import LocalLlamaServer
+from entropy_sentinel.config import load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embedded_upstream import run_on_upstream
 
 IDLES_S = [4.990 + 0.002 * i for i in range(16)]
 BODY = {"prompt": "1+1=", "max_tokens": 1}
@@ -61,15 +65,7 @@ def main() -> None:
     parser.add_argument("--url", default="", help="an upstream's base URL (default: start the embedded one)")
     parser.add_argument("--workers", type=int, default=4, help="connections sampled at once")
     args = parser.parse_args()
-    if args.url:
-        asyncio.run(run(args.url.rstrip("/").removesuffix("/v1"), args.workers))
-        return
-    server = LocalLlamaServer(LocalUpstreamConfig())
-    server.start()
-    try:
-        asyncio.run(run(server.url, args.workers))
-    finally:
-        server.stop()
+    run_on_upstream(args.url, lambda url: run(url, args.workers))
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@ Without ``--url`` it starts the embedded llama-server (Gemma 3 270M), as ``serve
 from __future__ import annotations
 
 import argparse
-import asyncio
+import sys
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
-from entropy_sentinel.config import LocalUpstreamConfig
-from entropy_sentinel.embedded import LocalLlamaServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embedded_upstream import run_on_upstream
 
 
 async def run(url: str, pairs: int) -> None:
@@ -49,15 +51,7 @@ def main() -> None:
     parser.add_argument("--url", default="", help="an upstream's base URL (default: start the embedded one)")
     parser.add_argument("--pairs", type=int, default=100)
     args = parser.parse_args()
-    if args.url:
-        asyncio.run(run(args.url.rstrip("/").removesuffix("/v1"), args.pairs))
-        return
-    server = LocalLlamaServer(LocalUpstreamConfig())
-    server.start()
-    try:
-        asyncio.run(run(server.url, args.pairs))
-    finally:
-        server.stop()
+    run_on_upstream(args.url, lambda url: run(url, args.pairs))
 
 
 if __name__ == "__main__":
