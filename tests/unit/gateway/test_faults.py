@@ -93,14 +93,16 @@ async def test_an_upstream_connection_idle_past_keepalive_timeout_is_not_reused(
         assert len(failures) == 1 and "Error): 502 upstream_" in failures[0], failures
 
 
+@pytest.mark.parametrize("sample_rate", [1.0, 0.0], ids=["instrumented", "relayed unsampled"])
 @pytest.mark.parametrize(("dialect", "after_stream"), [("llamacpp", 200), ("openai", 502)])
-async def test_a_connection_the_upstream_drops_after_a_stream_is_not_reused(dialect, after_stream):
+async def test_a_connection_the_upstream_drops_after_a_stream_is_not_reused(dialect, after_stream, sample_rate):
     """llama-server closes its connection after a streamed answer without a ``Connection: close``: the
     pool took the connection back, and the next request written on it was reset (with one pooled
     connection, 100 of 100 such requests failed against the real llama-server). Here the scripted
     upstream refuses any request on a connection that carried a stream (the race, every time). For the
     llama.cpp dialect the proxy sends streams with ``Connection: close``, so the next request gets a new
-    connection; an upstream of another dialect keeps its connections after streams, and is not asked."""
+    connection; an upstream of another dialect keeps its connections after streams, and is not asked.
+    The same for a stream the proxy relays without instrumenting it (sampled out: ``forward``)."""
     streamed: list[object] = []  # the transports themselves: kept alive, compared by identity
     seen_connection: list[str | None] = []
 
@@ -116,7 +118,7 @@ async def test_a_connection_the_upstream_drops_after_a_stream_is_not_reused(dial
 
     async with (
         scripted_upstream(like_llama_server) as up,
-        running_proxy(up.url, dialect=dialect) as proxy,
+        running_proxy(up.url, dialect=dialect, monitor={"sample_rate": sample_rate}) as proxy,
         aiohttp.ClientSession() as session,
     ):
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
