@@ -86,9 +86,9 @@ class LocalUpstreamConfig:
     ctx_size: int = 8192
     parallel: int = 4
     threads: int = 2
-    #: llama-server's HTTP threads (``--threads-http``); 0 = ``upstream.max_connections``. It serves each
-    #: connection on one thread and keeps it while the connection idles (5 s), so a connection past its
-    #: threads waits for one to close: its own default (slots + 2) stalled bursts by ~5 s
+    #: llama-server's HTTP threads (``--threads-http``); 0 = ``upstream.max_connections``, one per pooled
+    #: connection. With its own default (slots + 2) some starts left about a tenth of the first bursts'
+    #: requests waiting ~5 s (bench/embedded_bursts.py)
     threads_http: int = 0
     startup_timeout_s: float = 120.0
     build_jobs: int = 2

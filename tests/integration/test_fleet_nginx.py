@@ -538,8 +538,8 @@ async def test_replicas_behind_nginx_agree_and_a_rolling_restart_under_load_lose
             roots = [lb, lb, *(r.root for r in replicas)]
             views = await fresh_views(session, roots, labelled_at)
             rows = await asyncio.to_thread(stored_rows, db_url)
-            assert set(rows) == {a.request_id for a in wave}, unexpected_rows(rows, {a.request_id for a in wave},
-                                                                              replicas)
+            wave_ids = {a.request_id for a in wave}
+            assert set(rows) == wave_ids, unexpected_rows(rows, wave_ids, replicas)
             assert sum(r["label"] is not None for r in rows.values()) == accepted
             assert_fleet_equals_one_replica(views, wave, rows)
             assert sum(s["labels"]["n"] for s in views[0]["slices"]) == accepted  # no label counted twice

@@ -185,11 +185,8 @@ class Instrumenter:
         handler = self._stream if plan.stream else self._unary
         return await handler(request, plan, encode_request_json(obj), record, ids)
 
-    def _upstream_headers(self, request: web.Request, stream: bool = False) -> dict[str, str]:
-        headers = request_headers(
-            request.headers, extra_drop=("content-type", "accept-encoding"),
-            close=stream and self.dialect.closes_after_stream,
-        )
+    def _upstream_headers(self, request: web.Request, close: bool = False) -> dict[str, str]:
+        headers = request_headers(request.headers, extra_drop=("content-type", "accept-encoding"), close=close)
         headers["Content-Type"] = "application/json"
         return headers
 
@@ -298,7 +295,8 @@ class Instrumenter:
             try:
                 up = await stack.enter_async_context(
                     self.upstream.decoded.post(
-                        self.upstream.url(request.raw_path), data=forced, headers=self._upstream_headers(request, True)
+                        self.upstream.url(request.raw_path), data=forced,
+                        headers=self._upstream_headers(request, close=self._closes(record)),
                     )
                 )
                 if up.status != 200:
