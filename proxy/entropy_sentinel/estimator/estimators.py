@@ -11,6 +11,8 @@ estimator never saw (AEE), more than per-response ranking.
 * :class:`PaperForest`      the paper: balanced random forest, small AUROC-scored grid, calibrated.
 * :class:`ATC`              average thresholded confidence (Garg et al. 2022) on one statistic; the
                             paper's own CSVs say it beats the forest on median AEE (0.077 vs 0.128).
+* :class:`AverageConfidence` the label-free baseline: P(correct) = the model's own probability of
+                            the answer it gave, exp(-nll_sum); nothing is learnt from labels.
 * :class:`LogisticEstimator` standardized logistic regression.
 * :class:`TransferLogistic`  ours: a few robust features, signed-log, benchmark-balanced weights,
                             sign constraints, shrinkage chosen by leave-one-benchmark-out AEE.
@@ -40,6 +42,7 @@ from entropy_sentinel.signal.features import ENTROPY_FEATURES
 __all__ = [
     "ATC",
     "ESTIMATORS",
+    "AverageConfidence",
     "ESTIMATOR_CLASSES",
     "EXPECTED_DIRECTION",
     "ConstantEstimator",
@@ -236,6 +239,42 @@ class ATC(_FeatureClassifier):
             return (margin > 0).astype(np.float64)
         z = np.clip(margin / (self.temperature * self.scale_), -500, 500)
         return 1.0 / (1.0 + np.exp(-z))
+
+
+@register("average_confidence")
+class AverageConfidence(_FeatureClassifier):
+    """Average confidence (AC): P(correct) = the model's own probability of the answer it generated.
+
+    For a response of tokens t_1..t_n, exp(-nll_sum) = prod_i p(t_i | prefix) is what the model
+    itself puts on that exact answer (each factor comes from the chosen token's logprob, which the
+    upstream returns exactly, so top-k truncation does not touch it). Averaged over a slice it is
+    the classic label-free accuracy estimate (Hendrycks & Gimpel 2017; Guillory et al. 2021 call it
+    AC): the simplest baseline a learnt estimator has to beat, because it needs neither labels nor
+    training slices and so carries no bias from the slices it was trained on. It is systematically
+    low where several spellings of a right answer share the probability (" cats" and "cats").
+
+    ``fit`` reads no label (it only checks the input's shape and records the fill values); a
+    training set of one class changes nothing. Fitted attributes: ``classes_``,
+    ``n_features_in_``, ``fill_values_`` (for a missing statistic: the training median).
+    """
+
+    def __init__(self, features: tuple[str, ...] = ("nll_sum",), statistic: str = "nll_sum") -> None:
+        self.features = features
+        self.statistic = statistic
+
+    def _column(self) -> int:
+        if self.statistic not in self.features:
+            raise ValueError(f"statistic {self.statistic!r} is not among the features {self.features}")
+        return list(self.features).index(self.statistic)
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> AverageConfidence:
+        self._column()
+        self._prepare_fit(X, y)
+        self.constant_ = None  # label-free: no single-class fallback either
+        return self
+
+    def _p_correct(self, X: np.ndarray) -> np.ndarray:
+        return np.exp(-np.clip(X[:, self._column()], 0.0, None))
 
 
 @register("logistic")

@@ -79,7 +79,9 @@ class StudyConfig:
     #: every registered estimator (:mod:`entropy_sentinel.estimator.registry`), in its order
     estimators: tuple[str, ...] = field(default_factory=estimator_names)
     default: str = DEFAULT_METHOD
-    references: tuple[str, ...] = ("constant", "atc", "paper_forest")
+    #: what the default must beat: guess the average, ATC, the paper's forest, and the model's own
+    #: probability of its answer (average confidence: label-free, nothing learnt)
+    references: tuple[str, ...] = ("constant", "atc", "paper_forest", "average_confidence")
     ks: tuple[int, ...] = (1, 2, 3, 4)
     max_combinations: int | None = 60
     ablation_max_combinations: int | None = 20

@@ -26,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 
 FEATURES = (*FEATURE_NAMES, "topk_mass_mean")
 FAST = {"paper_forest": {"n_estimators": 10}}  # keep the grid's 21 forest fits cheap
+LABEL_FREE = {"average_confidence"}  # estimators that read no label: no fallback, no fitted level
 
 
 def synthetic(n: int, seed: int, shift: float = 0.0):
@@ -77,8 +78,12 @@ def test_sklearn_contract(name, data, fitted):
     assert twin.set_params(features=FEATURES) is twin
     # low entropy means correct: better than chance on fresh data (the constant baseline ranks nothing)
     assert auroc(proba[:, 1], y_test) > 0.65 if name != "constant" else auroc(proba[:, 1], y_test) == 0.5
-    # in distribution, the slice estimate lands near the training accuracy
-    assert abs(est.predict_proba(X)[:, 1].mean() - y.mean()) < 0.05
+    if name in LABEL_FREE:
+        # learns nothing from labels: its estimate is the model's own probability, not the training rate
+        np.testing.assert_allclose(proba[:, 1], np.exp(-X_test[:, FEATURES.index("nll_sum")]))
+    else:
+        # in distribution, the slice estimate lands near the training accuracy
+        assert abs(est.predict_proba(X)[:, 1].mean() - y.mean()) < 0.05
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -89,12 +94,25 @@ def test_fits_without_groups_and_is_deterministic(name, data):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if n not in LABEL_FREE])
 def test_single_class_training_set_predicts_its_rate(name, data):
     (X, _, _), _ = data
     for label in (0, 1):
         est = build(name).fit(X[:50], np.full(50, label))
         np.testing.assert_allclose(est.predict_proba(X[50:60])[:, 1], label)
+
+
+def test_average_confidence_is_the_models_own_probability_of_its_answer():
+    # two responses: tokens with probabilities (0.9, 0.5) and (0.2,): P = 0.45 and 0.2, whatever the labels
+    nll = np.array([[-np.log(0.9) - np.log(0.5)], [-np.log(0.2)]])
+    for labels in ([1, 0], [0, 0], [1, 1]):
+        est = make_estimator("average_confidence").fit(nll, labels)
+        np.testing.assert_allclose(est.predict_proba(nll)[:, 1], [0.45, 0.2])
+    # it reads the named statistic among several columns; a missing one is filled with the training median
+    est = make_estimator("average_confidence", features=("mean", "nll_sum")).fit([[3.0, 0.0], [1.0, 2.0]], [0, 1])
+    np.testing.assert_allclose(est.predict_proba([[9.0, np.log(4.0)], [0.0, np.nan]])[:, 1], [0.25, np.exp(-1.0)])
+    with pytest.raises(ValueError, match="statistic 'nll_sum' is not among"):
+        make_estimator("average_confidence", features=("mean",)).fit([[1.0], [2.0]], [0, 1])
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -307,7 +325,7 @@ def test_every_estimator_class_is_on_the_artifact_allow_list():
     from entropy_sentinel.estimator.estimators import ESTIMATOR_CLASSES
 
     names = {f"{cls.__module__}.{cls.__qualname__}" for cls in ESTIMATOR_CLASSES}
-    assert len(names) == len(ESTIMATORS) == 6
+    assert len(names) == len(ESTIMATORS) == 7
     missing = names - allowed_types()
     assert not missing, f"estimator classes an artifact could not be loaded with: {sorted(missing)}"
     # the dotted paths artifacts already hold (the shipped one, users' saved ones) stay loadable
@@ -315,6 +333,7 @@ def test_every_estimator_class_is_on_the_artifact_allow_list():
         "entropy_sentinel.estimator.estimators.ConstantEstimator",
         "entropy_sentinel.estimator.estimators.PaperForest",
         "entropy_sentinel.estimator.estimators.ATC",
+        "entropy_sentinel.estimator.estimators.AverageConfidence",
         "entropy_sentinel.estimator.estimators.LogisticEstimator",
         "entropy_sentinel.estimator.transfer.TransferLogistic",
         "entropy_sentinel.estimator.transfer.MonotoneBoost",
