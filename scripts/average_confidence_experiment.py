@@ -104,7 +104,10 @@ def main() -> None:
     study = benchmark_data(group_by_benchmark(read_traces([STUDY])), COLUMNS, "topk")
     default = {n: d for n, d in study.items() if "@" not in n}  # the study's claims: packaged prompts
     truth = {n: float(d.y.mean()) for n, d in default.items()}
-    head = "| estimator | median AEE | mean AEE | median AEE < 0.1 | 0.1-0.5 | >= 0.5 | Spearman rho |\n|---|---|---|---|---|---|---|"
+    head = (
+        "| estimator | median AEE | mean AEE | median AEE < 0.1 | 0.1-0.5 | >= 0.5 | Spearman rho |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     families = sorted({family_of(n) for n in default})
     print(f"leave one family out, {len(default)} slices in {len(families)} families\n{head}", flush=True)
     for name, make in methods(default).items():
