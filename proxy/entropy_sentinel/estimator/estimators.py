@@ -250,8 +250,8 @@ class AverageConfidence(_FeatureClassifier):
     upstream returns exactly, so top-k truncation does not touch it). Averaged over a slice it is
     the classic label-free accuracy estimate (Hendrycks & Gimpel 2017; Guillory et al. 2021 call it
     AC): the simplest baseline a learnt estimator has to beat, because it needs neither labels nor
-    training slices and so carries no bias from the slices it was trained on. It is systematically
-    low where several spellings of a right answer share the probability (" cats" and "cats").
+    training slices and so carries no bias from the slices it was trained on. A small model is
+    under-confident where it is mostly right, so it reads low there (docs/results.md).
 
     ``fit`` reads no label (it only checks the input's shape and records the fill values); a
     training set of one class changes nothing. Fitted attributes: ``classes_``,
