@@ -68,7 +68,11 @@ def test_compare_ranks_estimators_with_a_slice_bootstrap():
     from entropy_sentinel.evaluation.check import compare_lines, compare_results
 
     def result(errors):
-        slices = [{"slice": f"s{i}", "aee": e, "constant_aee": 0.3} for i, e in enumerate(errors)]
+        trues = [0.9, 0.6, 0.2, 0.1]  # two slices at >= 0.5
+        slices = [
+            {"slice": f"s{i}", "true": t, "aee": e, "constant_aee": 0.3}
+            for i, (t, e) in enumerate(zip(trues, errors, strict=True))
+        ]
         return {"slices": slices, "summary": {"spearman": 0.5, "coverage": 1.0, "mean_width": 0.4}}
 
     got = compare_results({"default": result([0.01, 0.02, 0.03, 0.04]), "other": result([0.1, 0.2, 0.1, 0.2])})
@@ -78,6 +82,11 @@ def test_compare_ranks_estimators_with_a_slice_bootstrap():
     assert rows["constant"]["median_aee"] == pytest.approx(0.3)
     assert rows["default"]["lowest_share"] == 1.0 and rows["other"]["lowest_share"] == 0.0
     assert rows["default"]["median_aee_5"] <= 0.025 <= rows["default"]["median_aee_95"]
+    # the median over the slices at >= 0.5 only (s0, s1): 0.015 and 0.15, the constant 0.3
+    assert rows["default"]["median_aee_at_least_0.5"] == pytest.approx(0.015)
+    assert rows["other"]["median_aee_at_least_0.5"] == pytest.approx(0.15)
+    assert rows["constant"]["median_aee_at_least_0.5"] == pytest.approx(0.3) and got["slices_at_least_0.5"] == 2
     assert "| default | 0.025 |" in "\n".join(compare_lines(got))
+    assert "| 100% | 0.015 |" in "\n".join(compare_lines(got))
     with pytest.raises(ValueError, match="other slices"):
         compare_results({"a": result([0.1] * 4), "b": {"slices": [{"slice": "x", "aee": 0.1, "constant_aee": 0.1}]}})
