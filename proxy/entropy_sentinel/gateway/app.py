@@ -20,13 +20,13 @@ from entropy_sentinel.gateway.admin import (
 )
 from entropy_sentinel.gateway.errors import openai_errors
 from entropy_sentinel.gateway.estimators import RELOADS_KEY, EstimatorReloads, as_catalog, interval_tau
-from entropy_sentinel.gateway.forward import forward
+from entropy_sentinel.gateway.forward import asks_for_stream, forward
 from entropy_sentinel.gateway.gc_tuning import settle_heap
 from entropy_sentinel.gateway.instrumented import Instrumenter
 from entropy_sentinel.gateway.logsafe import install_redaction
 from entropy_sentinel.gateway.paths import path_guard
 from entropy_sentinel.gateway.readiness import READINESS_KEY, Readiness
-from entropy_sentinel.gateway.request_body import BODY_LIMITS_KEY, BodyLimits
+from entropy_sentinel.gateway.request_body import BODY_LIMITS_KEY, BodyLimits, read_body
 from entropy_sentinel.gateway.server import handler_args
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
 from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
@@ -72,7 +72,14 @@ async def _completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _forward(request: web.Request) -> web.StreamResponse:
-    return await forward(request, request.app[UPSTREAM_KEY])
+    """Any other ``/v1/*`` route, relayed as it is. To an upstream that drops its connection after
+    every streamed answer without saying so (llama-server: also ``/v1/messages`` and its other
+    streaming routes), a request asking for a stream goes with ``Connection: close``, so the pool
+    never hands that connection to the next request."""
+    if not request.app[INSTRUMENTER_KEY].dialect.closes_after_stream:
+        return await forward(request, request.app[UPSTREAM_KEY])
+    body = await read_body(request)  # a ProxyError (408/413/415/400) is answered by the middleware
+    return await forward(request, request.app[UPSTREAM_KEY], body=body, close=asks_for_stream(body))
 
 
 def warm_up(estimators: ScorerCatalog | None) -> None:

@@ -129,6 +129,56 @@ async def test_a_connection_the_upstream_drops_after_a_stream_is_not_reused(dial
     assert seen_connection == (["close"] if dialect == "llamacpp" else [None])
 
 
+@pytest.mark.parametrize(("dialect", "after_stream"), [("llamacpp", 200), ("openai", 502)])
+async def test_a_forwarded_stream_the_upstream_drops_after_does_not_poison_the_pool(dialect, after_stream):
+    """The same drop after a stream on a route the proxy forwards without reading it: llama-server's
+    ``/v1/messages`` (its Anthropic API) with ``"stream": true`` left 20 of 20 next requests on that
+    connection failing against the real server. For the llama.cpp dialect the forwarded request asking
+    for a stream goes with ``Connection: close`` (one that does not ask keeps its connection); another
+    dialect's upstream is not asked."""
+    streamed: list[object] = []
+    seen_connection: list[tuple[str, str | None]] = []
+
+    async def like_llama_server(request, up):
+        if any(t is request.transport for t in streamed):
+            request.transport.close()
+            return web.Response()
+        seen_connection.append((request.path, request.headers.get("Connection")))
+        if up.seen[-1].json().get("stream"):
+            streamed.append(request.transport)
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
+            return resp
+        return web.json_response({"type": "message", "content": []})
+
+    async with (
+        scripted_upstream(like_llama_server) as up,
+        running_proxy(up.url, dialect=dialect) as proxy,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
+    ):
+        body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+        async with session.post(proxy.url + "/messages", json=body) as r:
+            assert r.status == 200
+        async with session.post(proxy.url + "/messages", json={**body, "stream": True}) as r:
+            assert r.status == 200 and b"message_stop" in await r.read()
+        async with session.post(proxy.url + "/messages", json=body) as r:
+            assert r.status == after_stream
+    asked = "close" if dialect == "llamacpp" else None
+    assert seen_connection[:2] == [("/v1/messages", None), ("/v1/messages", asked)]
+
+
+def test_asks_for_stream_reads_the_body_only_as_far_as_needed():
+    from entropy_sentinel.gateway.forward import asks_for_stream
+
+    assert asks_for_stream(b'{"model": "m", "stream": true}')
+    assert not asks_for_stream(b'{"model": "m", "stream": false}')
+    assert not asks_for_stream(b'{"model": "m"}') and not asks_for_stream(b"")
+    assert not asks_for_stream(b'{"prompt": "a \\"stream\\" of words"}')  # mentioned, but not the key
+    assert not asks_for_stream(b'{"mode": "stream"}')  # read, and the key is not there
+    assert asks_for_stream(b'{"stream": true') and asks_for_stream(b'["stream"]')  # unreadable: assume it does
+
+
 @pytest.mark.parametrize("status", [404, 429, 500, 503])
 async def test_upstream_error_status_and_body_reach_the_client(status):
     body = {"error": {"message": f"scripted {status}", "type": "x", "code": status}}
