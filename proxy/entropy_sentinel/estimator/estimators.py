@@ -42,9 +42,9 @@ from entropy_sentinel.signal.features import ENTROPY_FEATURES
 __all__ = [
     "ATC",
     "ESTIMATORS",
-    "AverageConfidence",
     "ESTIMATOR_CLASSES",
     "EXPECTED_DIRECTION",
+    "AverageConfidence",
     "ConstantEstimator",
     "LogisticEstimator",
     "MonotoneBoost",

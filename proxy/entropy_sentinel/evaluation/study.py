@@ -94,6 +94,9 @@ class StudyConfig:
     subslice_n: int = 100
     subslice_draws: int = 200
     bootstrap_draws: int = 2000
+    #: estimators whose interval, by the same recipes, the coverage section also reports (next to the
+    #: default's): does the recipe cover because of the estimator, or for any estimate?
+    interval_baselines: tuple[str, ...] = ("constant", "average_confidence")
     #: the interval recipe the proxy ships (validated by the coverage section)
     tau_recipe: str = "family"
     tau_shape: str = "binomial"
@@ -286,7 +289,7 @@ def run_study(
             holdouts[h][name] = holdout_estimates(holdout_predictions(t, data, family_of, h, n_jobs), data)
     say("study: interval coverage", flush=True)
     coverage = {}
-    for name in dict.fromkeys((cfg.default, "constant")):
+    for name in dict.fromkeys((cfg.default, *(n for n in cfg.interval_baselines if n in templates))):
         for h in HOLDOUTS:
             for recipe in TAU_RECIPES:
                 coverage[f"{name}/{h}/{recipe}"] = interval_coverage(
