@@ -20,28 +20,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embedded_upstream import run_on_upstream
+from throughput import free_port, start
 
 ROOT = Path(__file__).resolve().parents[1]
 
 MESSAGE = {"model": "gemma-3-270m", "max_tokens": 2, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 COMPLETION = {"prompt": "1+1=", "max_tokens": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def load(url: str, clients: int, rounds: int) -> tuple[int, int]:
@@ -61,29 +53,6 @@ async def load(url: str, clients: int, rounds: int) -> tuple[int, int]:
     return failed["messages"], failed["completions"]
 
 
-def start_serve(src: str, config: Path, upstream: str, port: int, tmp: Path, name: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "entropy_sentinel", "serve", "--config", str(config), "--upstream", upstream,
-           "--port", str(port), "--store", str(tmp / f"{name}.db")]
-    with open(tmp / f"{name}.log", "wb") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": src})
-
-
-async def ready(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited ({proc.returncode}) during start-up")
-            try:
-                async with session.get(url + "/sentinel/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("serve did not become ready")
-
-
 async def run(upstream: str, args: argparse.Namespace) -> None:
     trees = [tuple(s.split("=", 1)) for s in args.sentinel] or [("entropy-sentinel", str(ROOT / "proxy"))]
     n = args.clients * args.rounds
@@ -95,14 +64,16 @@ async def run(upstream: str, args: argparse.Namespace) -> None:
         config.write_text(f"upstream:\n  max_connections: {args.max_connections}\n")
         for name, src in trees:
             port = free_port()
-            proc = start_serve(src, config, upstream, port, Path(tmp), name)
+            url = f"http://127.0.0.1:{port}"
+            cmd = [sys.executable, "-m", "entropy_sentinel", "serve", "--config", str(config), "--upstream", upstream,
+                   "--port", str(port), "--store", str(Path(tmp) / f"{name}.db")]
+            proc = await asyncio.to_thread(start, cmd, url + "/sentinel/readyz", Path(tmp) / f"{name}.log",
+                                           {**os.environ, "PYTHONPATH": src})
             try:
-                url = f"http://127.0.0.1:{port}"
-                await ready(url, proc)
                 messages, completions = await load(url, args.clients, args.rounds)
             finally:
                 proc.terminate()
-                proc.wait(timeout=30)
+                await asyncio.to_thread(proc.wait, 30)
             print(f"| {name} | {messages} of {n} | {completions} of {n} |", flush=True)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,7 +110,6 @@ async def run(url: str, limit: int) -> None:
     print("\nmedian AEE over the slices:")
     for (style, key), errs in errors.items():
         print(f"  {style:10s} {key:5s} {np.median(errs):.3f}  (mean {np.mean(errs):.3f})")
-    assert all(math.isfinite(e) for errs in errors.values() for e in errs)
 
 
 def main() -> None:

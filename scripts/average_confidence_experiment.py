@@ -14,11 +14,10 @@ benchmark-balanced weights on the study's 28 default-prompt slices:
 next to ``average_confidence`` and the default itself, under leave one family out (each family
 estimated by a model fitted on the other families). With ``--holdout`` it also prints each fitted
 on all 28 slices and scored on the out-of-sample slices (reported once, after the family-out
-comparison; nothing here is chosen on them). With ``--coverage`` it also prints the shipped 90 %
-interval recipe (τ from family-out errors, binomial shape; the study's ``interval_coverage``) for
-average confidence next to the default, under both hold-outs. Prints tables; changes nothing that ships.
+comparison; nothing here is chosen on them). Its 90 % interval is in the study itself
+(``StudyConfig.interval_baselines``). Prints tables; changes nothing that ships.
 
-    .venv/bin/python scripts/average_confidence_experiment.py [--holdout] [--coverage]
+    .venv/bin/python scripts/average_confidence_experiment.py [--holdout]
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from entropy_sentinel.benchmarks.registry import family_of
 from entropy_sentinel.estimator.registry import make_estimator
 from entropy_sentinel.estimator.transfer import MONOTONE_BOOST_FEATURES
 from entropy_sentinel.evaluation.protocol import BenchmarkData, benchmark_data, fit_on, group_by_benchmark, read_traces
-from entropy_sentinel.evaluation.study_shift import interval_coverage
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -103,7 +101,6 @@ def summary(estimates: Mapping[str, float], truth: Mapping[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--holdout", action="store_true", help="also score on the out-of-sample slices")
-    parser.add_argument("--coverage", action="store_true", help="also the 90 % interval's coverage and width")
     args = parser.parse_args()
     study = benchmark_data(group_by_benchmark(read_traces([STUDY])), COLUMNS, "topk")
     default = {n: d for n, d in study.items() if "@" not in n}  # the study's claims: packaged prompts
@@ -127,14 +124,6 @@ def main() -> None:
         for name, make in methods(default).items():
             model = make(list(default.values()))
             print(f"| {name} | {summary({n: float(model(d).mean()) for n, d in held.items()}, truth_h)} |", flush=True)
-    if args.coverage:
-        print("\n| estimator | hold-out | coverage | unclipped: coverage (slices) | sub-slices | mean width |")
-        print("|---|---|---|---|---|---|")
-        for name in ("average_confidence", "monotone_boost"):
-            for holdout in ("slice", "family"):
-                c = interval_coverage(make_estimator(name), default, family_of, holdout, "family")["binomial"]
-                print(f"| {name} | {holdout} | {c['whole_slice']:.3f} | {c['whole_slice_unclipped']:.3f} "
-                      f"({c['unclipped_slices']}) | {c['subslices']:.3f} | {c['mean_width']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

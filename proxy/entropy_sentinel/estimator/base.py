@@ -95,6 +95,12 @@ class _FeatureClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {X.shape[1]} columns but features names {len(self.features)}: {self.features}")
         return X
 
+    def _column_of(self, name: str) -> int:
+        """The index of the statistic ``name`` among ``features`` (estimators that read one column)."""
+        if name not in self.features:
+            raise ValueError(f"statistic {name!r} is not among the features {self.features}")
+        return list(self.features).index(name)
+
     def _fill(self, X: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(X)
         if bad.any():

@@ -200,10 +200,7 @@ class ATC(_FeatureClassifier):
         self.temperature = temperature
 
     def _column(self) -> int:
-        name = self.statistic if self.statistic is not None else self.features[0]
-        if name not in self.features:
-            raise ValueError(f"statistic {name!r} is not among the features {self.features}")
-        return list(self.features).index(name)
+        return self._column_of(self.statistic if self.statistic is not None else self.features[0])
 
     def _confidence(self, X: np.ndarray) -> np.ndarray:
         s = X[:, self._column()]
@@ -262,19 +259,14 @@ class AverageConfidence(_FeatureClassifier):
         self.features = features
         self.statistic = statistic
 
-    def _column(self) -> int:
-        if self.statistic not in self.features:
-            raise ValueError(f"statistic {self.statistic!r} is not among the features {self.features}")
-        return list(self.features).index(self.statistic)
-
     def fit(self, X: Any, y: Any, groups: Any = None) -> AverageConfidence:
-        self._column()
+        self._column_of(self.statistic)
         self._prepare_fit(X, y)
         self.constant_ = None  # label-free: no single-class fallback either
         return self
 
     def _p_correct(self, X: np.ndarray) -> np.ndarray:
-        return np.exp(-np.clip(X[:, self._column()], 0.0, None))
+        return np.exp(-np.clip(X[:, self._column_of(self.statistic)], 0.0, None))
 
 
 @register("logistic")

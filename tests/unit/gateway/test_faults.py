@@ -93,6 +93,27 @@ async def test_an_upstream_connection_idle_past_keepalive_timeout_is_not_reused(
         assert len(failures) == 1 and "Error): 502 upstream_" in failures[0], failures
 
 
+def drops_connections_after_streams(stream_answer, unary_answer):
+    """A scripted upstream that behaves like llama-server after a stream: any later request on a
+    connection that carried a streamed answer finds it closed. Returns the handler and what it
+    answered: (path, the request's ``Connection`` header, streamed?) per request."""
+    streamed: list[object] = []  # the transports themselves: kept alive, compared by identity
+    answered: list[tuple[str, str | None, bool]] = []
+
+    async def handler(request, up):
+        if any(t is request.transport for t in streamed):
+            request.transport.close()
+            return web.Response()
+        stream = bool(up.seen[-1].json().get("stream"))
+        answered.append((request.path, request.headers.get("Connection"), stream))
+        if stream:
+            streamed.append(request.transport)
+            return await stream_answer(request, up)
+        return await unary_answer(request, up)
+
+    return handler, answered
+
+
 @pytest.mark.parametrize("sample_rate", [1.0, 0.0], ids=["instrumented", "relayed unsampled"])
 @pytest.mark.parametrize(("dialect", "after_stream"), [("llamacpp", 200), ("openai", 502)])
 async def test_a_connection_the_upstream_drops_after_a_stream_is_not_reused(dialect, after_stream, sample_rate):
@@ -103,19 +124,7 @@ async def test_a_connection_the_upstream_drops_after_a_stream_is_not_reused(dial
     llama.cpp dialect the proxy sends streams with ``Connection: close``, so the next request gets a new
     connection; an upstream of another dialect keeps its connections after streams, and is not asked.
     The same for a stream the proxy relays without instrumenting it (sampled out: ``forward``)."""
-    streamed: list[object] = []  # the transports themselves: kept alive, compared by identity
-    seen_connection: list[str | None] = []
-
-    async def like_llama_server(request, up):
-        if any(t is request.transport for t in streamed):
-            request.transport.close()
-            return web.Response()
-        if up.seen[-1].json().get("stream"):
-            seen_connection.append(request.headers.get("Connection"))
-            streamed.append(request.transport)
-            return await stream_ok(request, up)
-        return await one_token_answer(request, up)
-
+    like_llama_server, answered = drops_connections_after_streams(stream_ok, one_token_answer)
     async with (
         scripted_upstream(like_llama_server) as up,
         running_proxy(up.url, dialect=dialect, monitor={"sample_rate": sample_rate}) as proxy,
@@ -126,7 +135,7 @@ async def test_a_connection_the_upstream_drops_after_a_stream_is_not_reused(dial
             assert r.status == 200 and (await r.read()).endswith(b"data: [DONE]\n\n")
         async with session.post(proxy.url + "/chat/completions", json=body) as r:
             assert r.status == after_stream
-    assert seen_connection == (["close"] if dialect == "llamacpp" else [None])
+    assert [conn for _, conn, streamed in answered if streamed] == (["close"] if dialect == "llamacpp" else [None])
 
 
 @pytest.mark.parametrize(("dialect", "after_stream"), [("llamacpp", 200), ("openai", 502)])
@@ -136,22 +145,16 @@ async def test_a_forwarded_stream_the_upstream_drops_after_does_not_poison_the_p
     connection failing against the real server. For the llama.cpp dialect the forwarded request asking
     for a stream goes with ``Connection: close`` (one that does not ask keeps its connection); another
     dialect's upstream is not asked."""
-    streamed: list[object] = []
-    seen_connection: list[tuple[str, str | None]] = []
+    async def message_stream(request, up):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
+        return resp
 
-    async def like_llama_server(request, up):
-        if any(t is request.transport for t in streamed):
-            request.transport.close()
-            return web.Response()
-        seen_connection.append((request.path, request.headers.get("Connection")))
-        if up.seen[-1].json().get("stream"):
-            streamed.append(request.transport)
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await resp.prepare(request)
-            await resp.write(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
-            return resp
+    async def message(request, up):
         return web.json_response({"type": "message", "content": []})
 
+    like_llama_server, answered = drops_connections_after_streams(message_stream, message)
     async with (
         scripted_upstream(like_llama_server) as up,
         running_proxy(up.url, dialect=dialect) as proxy,
@@ -165,7 +168,7 @@ async def test_a_forwarded_stream_the_upstream_drops_after_does_not_poison_the_p
         async with session.post(proxy.url + "/messages", json=body) as r:
             assert r.status == after_stream
     asked = "close" if dialect == "llamacpp" else None
-    assert seen_connection[:2] == [("/v1/messages", None), ("/v1/messages", asked)]
+    assert answered[:2] == [("/v1/messages", None, False), ("/v1/messages", asked, True)]
 
 
 def test_asks_for_stream_reads_the_body_only_as_far_as_needed():
