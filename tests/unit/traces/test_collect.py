@@ -248,8 +248,9 @@ def test_serve_store_flag(tmp_path):
     assert store("--store", "") == ""  # no store
 
 
-def test_collect_study_script_gives_its_proxy_its_own_store():
-    script = (ROOT / "scripts" / "collect_study.sh").read_text()
+@pytest.mark.parametrize("script_name", ["collect_study.sh", "collect_fresh.sh"])
+def test_collect_scripts_give_their_proxy_its_own_store(script_name):
+    script = (ROOT / "scripts" / script_name).read_text()
     serve = next(line for line in script.splitlines() if "entropy-sentinel serve" in line)
     assert '--store "${OUT%.jsonl}.db"' in serve
 
