@@ -230,6 +230,8 @@ OTHER_ENV_VARS: frozenset[str] = frozenset(
         "SENTINEL_STUDY_SLICES",  # scripts/collect_study.sh
         "SENTINEL_STUDY_ALT_SLICES",  # scripts/collect_study.sh
         "SENTINEL_STUDY_PORT",  # scripts/collect_study.sh
+        "SENTINEL_FRESH_TASKS",  # scripts/collect_fresh.sh
+        "SENTINEL_FRESH_PORT",  # scripts/collect_fresh.sh
         "SENTINEL_TEST_LLAMA_URL",  # tests/conftest.py: an already running llama-server
         "SENTINEL_TEST_VLLM_URL",  # tests/conftest.py: an already running vLLM
         "SENTINEL_REPORT_SCREENSHOT",  # tests/unit/report: where to save the report's screenshot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import aiohttp
@@ -29,7 +30,7 @@ from entropy_sentinel.gateway.readiness import READINESS_KEY, Readiness
 from entropy_sentinel.gateway.request_body import BODY_LIMITS_KEY, BodyLimits, read_body
 from entropy_sentinel.gateway.server import handler_args
 from entropy_sentinel.gateway.upstream_http import UpstreamHTTP
-from entropy_sentinel.gateway.wire import DIALECTS, detect_dialect
+from entropy_sentinel.gateway.wire import DIALECTS, Dialect, detect_dialect
 from entropy_sentinel.monitor.fleet import FleetView, is_shared
 from entropy_sentinel.monitor.hub import Monitor
 from entropy_sentinel.monitor.prometheus import PrometheusSink
@@ -54,6 +55,26 @@ async def probe_models(upstream: UpstreamHTTP, timeout_s: float = 10.0) -> objec
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         log.warning("could not list the upstream's models (%s)", type(exc).__name__)
         return None
+
+
+def upstream_dialect(configured: str, listing: object) -> Dialect:
+    """The dialect of ``upstream.dialect`` (``auto``: detected from the ``/v1/models`` listing).
+
+    Whether the upstream drops its connection after a stream is the server's, not the logprob
+    dialect's: a configured dialect in front of a server that lists itself as llama.cpp's (probed
+    when an estimator is loaded) keeps its logprob rules and sends streams with ``Connection: close``,
+    else the pool hands the dropped connection to the next request (a 502)."""
+    if configured == "auto":
+        return DIALECTS[detect_dialect(listing)]
+    dialect = DIALECTS[configured]
+    detected = DIALECTS[detect_dialect(listing)] if listing is not None else dialect
+    if detected.closes_after_stream and not dialect.closes_after_stream:
+        log.warning(
+            "upstream.dialect is %s but the upstream lists its models as %s's server does: its streams go with "
+            "Connection: close (it drops the connection after each)", configured, detected.name,
+        )
+        return dataclasses.replace(dialect, closes_after_stream=True)
+    return dialect
 
 
 def model_ids(listing: object) -> list[str]:
@@ -155,17 +176,16 @@ def create_app(
         settle_heap()  # start-up's heap out of the collector's way (gc_tuning)
         upstream = UpstreamHTTP(upstream_url, cfg.upstream)
         app[UPSTREAM_KEY] = upstream
-        dialect = cfg.upstream.dialect
-        if dialect == "auto" or estimators:
+        listing = None
+        if cfg.upstream.dialect == "auto" or estimators:
             listing = await probe_models(upstream)
-            if dialect == "auto":
-                dialect = detect_dialect(listing)
             for warning in estimators.check_models(model_ids(listing)) if estimators else ():
                 log.warning(warning)
-        log.info("upstream dialect: %s", dialect)
+        dialect = upstream_dialect(cfg.upstream.dialect, listing)
+        log.info("upstream dialect: %s", dialect.name)
         instrumenter = app[INSTRUMENTER_KEY] = Instrumenter(
             upstream, records, cfg.signal.top_k, cfg.signal.entropy_variant, estimators=estimators,
-            dialect=DIALECTS[dialect], monitor=monitor, max_choices=cfg.signal.max_choices,
+            dialect=dialect, monitor=monitor, max_choices=cfg.signal.max_choices,
             max_event_bytes=int(cfg.upstream.max_event_mb * 1024 * 1024),
             score_on_loop_s=cfg.signal.score_on_loop_ms / 1000,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 
@@ -356,3 +357,48 @@ async def test_streamed_events_are_forwarded_as_they_arrive():
     assert first.choices[0].delta.content == "4" and first.choices[0].logprobs is None
     assert rest[-1].choices[0].finish_reason == "stop"
     assert orjson.loads(up.seen[0].body)["top_logprobs"] == 20
+
+
+async def test_a_configured_dialect_in_front_of_llama_server_still_closes_its_streams(caplog):
+    """``upstream.dialect: openai`` set by hand in front of llama-server: the logprob rules are the
+    configured ones, but the server still drops its connection after every stream. The listing the
+    proxy probes at start-up (an estimator is loaded) names llama.cpp, so its streams go with
+    ``Connection: close`` and a warning says why; the next request on the pool is answered."""
+    like_llama_server, answered = drops_connections_after_streams(stream_ok, one_token_answer)
+
+    async def handler(request, up):
+        if request.path == "/v1/models":
+            return web.json_response({"models": [{"name": "m"}], "data": [{"id": "m", "owned_by": "llamacpp"}]})
+        return await like_llama_server(request, up)
+
+    from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
+
+    caplog.set_level(logging.WARNING, logger="entropy_sentinel")
+    async with (
+        scripted_upstream(handler) as up,
+        running_proxy(up.url, dialect="openai", scorer=ArtifactScorer.load(resolve_artifact("builtin"))) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        async with session.post(proxy.url + "/chat/completions", json={**body, "stream": True}) as r:
+            assert r.status == 200 and (await r.read()).endswith(b"data: [DONE]\n\n")
+        async with session.post(proxy.url + "/chat/completions", json=body) as r:
+            assert r.status == 200
+            assert "logprobs" in (await r.json())["choices"][0]  # openai's rule kept: null, not dropped
+    assert [conn for _, conn, streamed in answered if streamed] == ["close"]
+    assert any("upstream.dialect is openai" in r.getMessage() for r in caplog.records)
+
+
+def test_upstream_dialect_keeps_what_is_configured_unless_the_listing_says_llama_cpp():
+    from entropy_sentinel.gateway.app import upstream_dialect
+    from entropy_sentinel.gateway.wire import DIALECTS
+
+    llama = {"data": [{"id": "m", "owned_by": "llamacpp"}]}
+    vllm = {"data": [{"id": "m", "owned_by": "vllm"}]}
+    assert upstream_dialect("auto", llama) is DIALECTS["llamacpp"]
+    assert upstream_dialect("auto", None) is DIALECTS["openai"]
+    assert upstream_dialect("vllm", vllm) is DIALECTS["vllm"] and upstream_dialect("openai", None) is DIALECTS["openai"]
+    assert upstream_dialect("llamacpp", vllm) is DIALECTS["llamacpp"]  # what is configured wins
+    forced = upstream_dialect("vllm", llama)
+    assert forced.name == "vllm" and forced.closes_after_stream and not DIALECTS["vllm"].closes_after_stream
+    assert (forced.chat_default_top, forced.zero_means_none) == (0, False)  # vLLM's logprob rules stay
