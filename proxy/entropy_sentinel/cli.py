@@ -205,6 +205,7 @@ def check_cmd(args: argparse.Namespace) -> int:
         compare_lines,
         compare_results,
         plot_check,
+        plot_compare,
         summary_lines,
     )
 
@@ -237,11 +238,14 @@ def check_cmd(args: argparse.Namespace) -> int:
     print(text)
     print(f"wrote {out / 'check.json'}, {out / 'check.md'}, {out / 'check.png'}")
     if args.compare:
-        comparison = compare_results({"default": result, **results})
+        checked = {"default": result, **results}
+        comparison = compare_results(checked)
         (out / "compare.json").write_text(json.dumps(comparison, indent=1))
         table = "\n".join(compare_lines(comparison))
         (out / "compare.md").write_text(table + "\n")
+        plot_compare(comparison, checked, out / "compare.png")
         print(table)
+        print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
     return 0
 
 

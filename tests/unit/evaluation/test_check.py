@@ -61,7 +61,18 @@ def test_the_command_writes_a_table_json_and_plot(traces, tmp_path, capsys):
     data = json.loads((tmp_path / "check.json").read_text())
     assert data["estimator"]["estimator"] == "monotone_boost" and len(data["slices"]) == 3
     assert (tmp_path / "check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "compare.png").exists()
     assert cli.main(["check", "--traces", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 2
+
+
+def test_compare_writes_its_table_json_and_plot(traces, tmp_path, capsys):
+    again = f"again={resolve_artifact('builtin')}"
+    assert cli.main(["check", "--traces", str(traces), "--out", str(tmp_path), "--compare", again]) == 0
+    assert "compare.png" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "compare.json").read_text())["estimators"]
+    assert list(rows) == ["default", "again", "constant"]
+    assert rows["again"]["median_aee"] == rows["default"]["median_aee"]  # the same artifact twice
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compare_ranks_estimators_with_a_slice_bootstrap():
