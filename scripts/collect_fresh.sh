@@ -11,11 +11,7 @@ OUT=${1:-data/traces/gemma-3-270m-fresh.jsonl}
 TASKS=${SENTINEL_FRESH_TASKS:-"next_number continent_of_country comparative ing_form country_of_capital digits_of_words \
   superlative third_person words_of_number letters_in_word"}
 PORT=${SENTINEL_FRESH_PORT:-18481}
-mkdir -p "$(dirname "$OUT")"
-.venv/bin/entropy-sentinel serve --port "$PORT" --store "${OUT%.jsonl}.db" > "${OUT%.jsonl}.serve.log" 2>&1 &
-SERVE=$!
-trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
-for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/sentinel/healthz" >/dev/null && break; sleep 0.5; done
+source scripts/collect_serve.sh   # serve on $PORT with its own store beside $OUT
 for t in $TASKS; do
   for prompts in packaged fresh-io; do
     extra=()

@@ -14,11 +14,7 @@ SLICES=${SENTINEL_STUDY_SLICES:-"arith_1d arith_2d arith_3d svamp arc_easy sciq 
   word_sorting_short object_counting_small periodic_elements word_unscrambling ling_singular ling_base_form"}
 ALT_SLICES=${SENTINEL_STUDY_ALT_SLICES:-"ling_plural ling_past_tense ling_negation wikidata_language arith_1d"}
 PORT=${SENTINEL_STUDY_PORT:-18480}
-mkdir -p "$(dirname "$OUT")"
-.venv/bin/entropy-sentinel serve --port "$PORT" --store "${OUT%.jsonl}.db" > "${OUT%.jsonl}.serve.log" 2>&1 &
-SERVE=$!
-trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
-for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/sentinel/healthz" >/dev/null && break; sleep 0.5; done
+source scripts/collect_serve.sh   # serve on $PORT with its own store beside $OUT
 for s in $SLICES; do
   .venv/bin/entropy-sentinel collect --proxy "http://127.0.0.1:$PORT" --benchmark "$s" --limit "$LIMIT" \
     --concurrency 4 --slice source=study --out "$OUT"

@@ -251,7 +251,9 @@ def test_serve_store_flag(tmp_path):
 @pytest.mark.parametrize("script_name", ["collect_study.sh", "collect_fresh.sh"])
 def test_collect_scripts_give_their_proxy_its_own_store(script_name):
     script = (ROOT / "scripts" / script_name).read_text()
-    serve = next(line for line in script.splitlines() if "entropy-sentinel serve" in line)
+    assert "source scripts/collect_serve.sh" in script and script.index("OUT=") < script.index("source scripts/")
+    shared = (ROOT / "scripts" / "collect_serve.sh").read_text()
+    serve = next(line for line in shared.splitlines() if "entropy-sentinel serve" in line)
     assert '--store "${OUT%.jsonl}.db"' in serve
 
 
