@@ -42,8 +42,9 @@ def entropy_statistics(entropy: np.ndarray) -> dict[str, float]:
     if n > 1:
         centred = h - mean
         std = float(np.sqrt(np.dot(centred, centred) / (n - 1)))
-        skewness = float(np.mean(centred**3) / (std**3 + EPS))
-        kurtosis = float(np.mean(centred**4) / (std**4 + EPS))
+        squared = centred * centred  # products, not powers: see entropy_statistics_rows
+        skewness = float(np.mean(squared * centred) / (std * std * std + EPS))
+        kurtosis = float(np.mean(squared * squared) / ((std * std) * (std * std) + EPS))
     else:
         std = skewness = kurtosis = 0.0
     return {
@@ -73,8 +74,12 @@ def entropy_statistics_rows(entropies: np.ndarray) -> list[dict[str, float]]:
     if n > 1:
         centred = h - mean[:, None]
         std = np.sqrt(np.array([np.dot(c, c) for c in centred]) / (n - 1))
-        skewness = np.mean(centred**3, axis=1) / (std**3 + EPS)
-        kurtosis = np.mean(centred**4, axis=1) / (std**4 + EPS)
+        # products, not powers: numpy's power on an array may take a vectorised pow (SVML, on CPUs with
+        # AVX-512) whose last bit differs from the C library's, and from row to row with its position in
+        # the vector loop; a product is exact IEEE everywhere, so the two functions agree bit for bit
+        squared = centred * centred
+        skewness = np.mean(squared * centred, axis=1) / (std * std * std + EPS)
+        kurtosis = np.mean(squared * squared, axis=1) / ((std * std) * (std * std) + EPS)
     else:
         std = skewness = kurtosis = np.zeros(rows)
     columns = {
