@@ -323,3 +323,25 @@ def test_an_interrupted_build_resumes_in_its_folder_and_is_cleaned_after(tmp_pat
     steps.clear()
     assert llama_server.ensure_server_binary(cfg) == binary and steps == []
     assert not (tmp_path / "llama-build-zz9").exists()
+
+
+async def test_what_serve_reports_for_a_slice_is_what_check_publishes(tmp_path):
+    """Two roads to a slice's label-free estimate: a user (or the product owner's external check) reads
+    ``GET /sentinel/v1/slices`` of the proxy the traffic went through; the published out-of-sample
+    figures (docs/results/*/check.json) come from ``entropy-sentinel check`` on the collected rows.
+    With the shipped estimator both give the same estimate and the same 90 % interval."""
+    from entropy_sentinel.estimator.scorer import ArtifactScorer, resolve_artifact
+    from entropy_sentinel.evaluation.check import check_artifact
+
+    builtin = ArtifactScorer.load(resolve_artifact("builtin"))
+    bench, out = write_benchmark(tmp_path, n=12), tmp_path / "traces.jsonl"
+    async with scripted_upstream(adder) as up, running_proxy(up.url, dialect="openai", scorer=builtin) as proxy:
+        stats = await collect(proxy.root, str(bench), out, {"source": "t"}, concurrency=3, progress=False)
+        slices = await slices_of(proxy)
+    assert stats.written == 12 and stats.unscored == 0
+    (checked,) = check_artifact([out], builtin)["slices"]
+    served = slices["benchmark=addsub,source=t"]["windows"]["lifetime"]
+    assert served["n_scored"] == checked["n"] == 12 and checked["true"] == 0.5
+    assert served["estimate"] == pytest.approx(checked["estimate"], abs=1e-12)
+    assert 0 < served["lower"] < served["estimate"] < served["upper"] <= 1  # the lower bound is the recipe's own
+    assert (served["lower"], served["upper"]) == pytest.approx((checked["lower"], checked["upper"]), abs=1e-12)
