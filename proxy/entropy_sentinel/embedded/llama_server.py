@@ -157,15 +157,35 @@ def _run(cmd: list[str], log_file: Path, what: str) -> None:
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         assert proc.stdout is not None
+        live = sys.stderr.isatty()  # one line redrawn; in a log, a line per tenth of the build
+        shown = -1
         for line in proc.stdout:
             out.write(line)
             text = line.decode(errors="replace").strip()
-            if text.startswith("[") and "%]" in text[:8]:  # cmake's "[ 42%] Building ..." progress
+            percent = _cmake_percent(text)
+            if percent is None:
+                continue
+            if live:
                 print(f"\r[entropy-sentinel]   {text[:100]:<100}", end="", file=sys.stderr, flush=True)
+            elif percent // 10 > shown:
+                shown = percent // 10
+                print(f"[entropy-sentinel]   {text[:100]}", file=sys.stderr, flush=True)
         if proc.wait() != 0:
             print(file=sys.stderr)
             raise RuntimeError(f"{what} failed (exit {proc.returncode}); see {log_file}")
-    print(f"\n[entropy-sentinel]   done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    end_of_redrawn_line = "\n" if live else ""
+    print(f"{end_of_redrawn_line}[entropy-sentinel]   done in {time.monotonic() - started:.0f} s", file=sys.stderr,
+          flush=True)
+
+
+def _cmake_percent(text: str) -> int | None:
+    """The percentage of cmake's ``[ 42%] Building ...`` progress line; None for any other line."""
+    if not (text.startswith("[") and "%]" in text[:8]):
+        return None
+    try:
+        return int(text[1 : text.index("%]")])
+    except ValueError:
+        return None
 
 
 def _build_server(cfg: LocalUpstreamConfig, target: Path) -> None:

@@ -29,3 +29,30 @@ def test_every_pooled_connection_gets_an_http_thread_unless_configured(threads_h
 def test_a_negative_thread_count_is_refused():
     with pytest.raises(ConfigError, match="local.threads_http"):
         load_config(overrides={"local": {"threads_http": -1}}, environ={})
+
+
+def test_build_progress_in_a_log_is_a_line_per_tenth_not_one_redrawn_line(tmp_path, capsys):
+    """cmake prints hundreds of ``[ NN%]`` lines; on a terminal one line is redrawn, but in a log (CI,
+    ``> file``) the carriage returns made one line of hundreds of padded entries. Not a TTY: a line
+    each time the build passes another tenth, and everything still in the build log."""
+    import sys
+
+    from entropy_sentinel.embedded.llama_server import _run
+
+    lines = [f"[{p:3d}%] Building CXX object file{p}.o" for p in range(0, 101, 2)] + ["a line of no progress"]
+    script = "import sys\nfor l in sys.argv[1:]: print(l)\n"
+    log = tmp_path / "build.log"
+    _run([sys.executable, "-c", script, *lines], log, "building something")
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    shown = [line for line in err.splitlines() if "%]" in line]
+    assert [line.split("[", 2)[2][:4] for line in shown] == [f"{p:3d}%" for p in range(0, 101, 10)]
+    assert err.splitlines()[-1].startswith("[entropy-sentinel]   done in")
+    assert log.read_text().splitlines() == lines  # the log keeps every line
+
+
+def test_cmake_percent_reads_only_progress_lines():
+    from entropy_sentinel.embedded.llama_server import _cmake_percent
+
+    assert _cmake_percent("[ 42%] Building C object x.o") == 42 and _cmake_percent("[100%] Built target") == 100
+    assert _cmake_percent("[abc%] odd") is None and _cmake_percent("-- Configuring done") is None
