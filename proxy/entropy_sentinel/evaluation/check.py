@@ -211,8 +211,7 @@ def plot_compare(comparison: dict[str, Any], results: dict[str, dict[str, Any]],
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
     y = np.arange(len(names))[::-1]
     med = np.array([rows[n]["median_aee"] for n in names])
-    spread = np.array([[m - rows[n]["median_aee_5"], rows[n]["median_aee_95"] - m] for n, m in zip(names, med,
-                                                                                                  strict=True)]).T
+    spread = np.array([med - [rows[n]["median_aee_5"] for n in names], [rows[n]["median_aee_95"] for n in names] - med])
     left.errorbar(med, y, xerr=spread, fmt="o", color="#1f77b4", capsize=3, label="median AEE, all slices (5-95 %)")
     high = [rows[n]["median_aee_at_least_0.5"] for n in names]
     left.plot(high, y, "D", color="#d62728", ms=5, label=f"median AEE, the {comparison['slices_at_least_0.5']} "
