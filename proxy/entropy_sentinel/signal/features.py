@@ -32,39 +32,15 @@ _QUANTILES = np.array([0.10, 0.25, 0.50, 0.75, 0.90])
 
 
 def entropy_statistics(entropy: np.ndarray) -> dict[str, float]:
-    """The paper's 11 statistics of one trajectory of per-token entropies."""
-    h = np.asarray(entropy, dtype=np.float64).reshape(-1)
-    n = h.size
-    if n == 0:
-        return dict.fromkeys(ENTROPY_FEATURES, 0.0)
-    mean = float(h.mean())
-    q10, q25, q50, q75, q90 = (float(q) for q in np.quantile(h, _QUANTILES))
-    if n > 1:
-        centred = h - mean
-        std = float(np.sqrt(np.dot(centred, centred) / (n - 1)))
-        squared = centred * centred  # products, not powers: see entropy_statistics_rows
-        skewness = float(np.mean(squared * centred) / (std * std * std + EPS))
-        kurtosis = float(np.mean(squared * squared) / ((std * std) * (std * std) + EPS))
-    else:
-        std = skewness = kurtosis = 0.0
-    return {
-        "mean": mean,
-        "std": std,
-        "max": float(h.max()),
-        "q10": q10,
-        "q25": q25,
-        "q50": q50,
-        "q75": q75,
-        "q90": q90,
-        "skewness": skewness,
-        "kurtosis": kurtosis,
-        "sum": float(h.sum()),
-    }
+    """The paper's 11 statistics of one trajectory of per-token entropies: the one row of
+    :func:`entropy_statistics_rows`, so one variant's features and the scoring worker's pass over all
+    of them agree by construction."""
+    return entropy_statistics_rows(np.asarray(entropy, dtype=np.float64).reshape(1, -1))[0]
 
 
 def entropy_statistics_rows(entropies: np.ndarray) -> list[dict[str, float]]:
-    """:func:`entropy_statistics` of each row of a (rows, tokens) array, in one pass of numpy calls
-    rather than one per row (the same reductions along the row, so the same values)."""
+    """The paper's 11 statistics of each row of a (rows, tokens) array of per-token entropies, in one
+    pass of numpy calls rather than one per row."""
     h = np.ascontiguousarray(entropies, dtype=np.float64)
     rows, n = h.shape
     if n == 0:
@@ -74,9 +50,8 @@ def entropy_statistics_rows(entropies: np.ndarray) -> list[dict[str, float]]:
     if n > 1:
         centred = h - mean[:, None]
         std = np.sqrt(np.array([np.dot(c, c) for c in centred]) / (n - 1))
-        # products, not powers: numpy's power on an array may take a vectorised pow (SVML, on CPUs with
-        # AVX-512) whose last bit differs from the C library's, and from row to row with its position in
-        # the vector loop; a product is exact IEEE everywhere, so the two functions agree bit for bit
+        # products, not powers: numpy's power on an array takes its own pow (on AVX-512 CPUs its last bit
+        # differs from the C library's, and it costs ~50x a product); a product is exact IEEE everywhere
         squared = centred * centred
         skewness = np.mean(squared * centred, axis=1) / (std * std * std + EPS)
         kurtosis = np.mean(squared * squared, axis=1) / ((std * std) * (std * std) + EPS)
