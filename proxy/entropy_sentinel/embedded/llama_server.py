@@ -171,7 +171,8 @@ def _run(cmd: list[str], log_file: Path, what: str) -> None:
                 shown = percent // 10
                 print(f"[entropy-sentinel]   {text[:100]}", file=sys.stderr, flush=True)
         if proc.wait() != 0:
-            print(file=sys.stderr)
+            if live:
+                print(file=sys.stderr)  # end the redrawn line before the error
             raise RuntimeError(f"{what} failed (exit {proc.returncode}); see {log_file}")
     end_of_redrawn_line = "\n" if live else ""
     print(f"{end_of_redrawn_line}[entropy-sentinel]   done in {time.monotonic() - started:.0f} s", file=sys.stderr,

@@ -56,3 +56,16 @@ def test_cmake_percent_reads_only_progress_lines():
 
     assert _cmake_percent("[ 42%] Building C object x.o") == 42 and _cmake_percent("[100%] Built target") == 100
     assert _cmake_percent("[abc%] odd") is None and _cmake_percent("-- Configuring done") is None
+
+
+def test_a_failed_build_step_in_a_log_says_where_to_look(tmp_path, capsys):
+    import sys
+
+    from entropy_sentinel.embedded.llama_server import _run
+
+    with pytest.raises(RuntimeError, match=r"building something failed \(exit 3\); see .*build.log"):
+        _run([sys.executable, "-c", "print('[ 10%] Building x.o'); raise SystemExit(3)"], tmp_path / "build.log",
+             "building something")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["[entropy-sentinel] building something (log: " + str(tmp_path / "build.log") + ")",
+                   "[entropy-sentinel]   [ 10%] Building x.o"]  # no stray blank line: nothing was redrawn
