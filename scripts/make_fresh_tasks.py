@@ -26,9 +26,6 @@ and with ``data/prompts/fresh-io.yaml`` another wrapper with task-specific exemp
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
-import io
 import json
 import random
 import re
@@ -39,7 +36,7 @@ from entropy_sentinel.benchmarks.cache import default_cache_dir
 from entropy_sentinel.benchmarks.loader import package_root
 from entropy_sentinel.benchmarks.registry import GEONAMES, LEMMINFLECT, WORDFREQ
 from entropy_sentinel.benchmarks.sources_geonames import COUNTRIES, COUNTRY_ALIASES
-from entropy_sentinel.benchmarks.sources_lexicon import INFLECTIONS, zipf_frequencies
+from entropy_sentinel.benchmarks.sources_lexicon import lexicon_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 300
@@ -82,17 +79,13 @@ def sample(rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any
 
 
 def lexicon(upos: str, min_zipf: float) -> list[tuple[str, list[str], float]]:
-    zipf = zipf_frequencies(package_root(WORDFREQ, default_cache_dir()))
-    text = gzip.decompress((package_root(LEMMINFLECT, default_cache_dir()) / INFLECTIONS).read_bytes()).decode()
+    """The registry's lexicon entries (first row of each lemma), fresh-io's exemplar words left out."""
+    roots = package_root(LEMMINFLECT, default_cache_dir()), package_root(WORDFREQ, default_cache_dir())
     out, seen = [], set()
-    for record in csv.reader(io.StringIO(text)):
-        if len(record) < 3 or record[1] != upos:
-            continue
-        lemma = record[0]
-        ok = len(lemma) >= 3 and lemma.isascii() and lemma.isalpha() and lemma.islower()
-        if ok and lemma not in seen and lemma not in EXEMPLAR_WORDS and zipf.get(lemma, 0.0) >= min_zipf:
-            seen.add(lemma)
-            out.append((lemma, record[2:], zipf[lemma]))
+    for entry in lexicon_entries(*roots, upos, min_zipf, exclude=EXEMPLAR_WORDS):
+        if entry[0] not in seen:
+            seen.add(entry[0])
+            out.append(entry)
     return out
 
 

@@ -63,22 +63,23 @@ def _regular_past(lemma: str, past: str) -> bool:
     )
 
 
-def _keep(lemma: str) -> bool:
-    return len(lemma) >= 3 and lemma.isascii() and lemma.isalpha() and lemma.islower() and lemma not in EXEMPLARS
+def _keep(lemma: str, exclude: frozenset[str] = EXEMPLARS) -> bool:
+    return len(lemma) >= 3 and lemma.isascii() and lemma.isalpha() and lemma.islower() and lemma not in exclude
 
 
-def _entries(
-    lexicon_root: Path, frequency_root: Path, upos: str, min_zipf: float
+def lexicon_entries(
+    lexicon_root: Path, frequency_root: Path, upos: str, min_zipf: float, exclude: frozenset[str] = EXEMPLARS
 ) -> Iterator[tuple[str, list[str], float]]:
     """(lemma, its inflection columns, its Zipf frequency) of every ``upos`` row of the lexicon whose
-    lemma passes :func:`_keep` and is at least ``min_zipf`` common, in the lexicon's order."""
+    lemma passes :func:`_keep` (lower-case ASCII letters, at least three, not in ``exclude``: by default
+    the packaged prompts' exemplar words) and is at least ``min_zipf`` common, in the lexicon's order."""
     zipf = zipf_frequencies(frequency_root)
     text = gzip.decompress((lexicon_root / INFLECTIONS).read_bytes()).decode("utf-8")
     for record in csv.reader(io.StringIO(text)):
         if len(record) < 3 or record[1] != upos:
             continue
         lemma = record[0]
-        if _keep(lemma) and zipf.get(lemma, 0.0) >= min_zipf:
+        if _keep(lemma, exclude) and zipf.get(lemma, 0.0) >= min_zipf:
             yield lemma, record[2:], zipf[lemma]
 
 
@@ -89,7 +90,7 @@ def parse_word_forms(lexicon_root: Path, frequency_root: Path, task: str) -> lis
     upos, regular = ("noun", _regular_plural) if task == "plural" else ("verb", _regular_past)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for lemma, columns, zipf in _entries(lexicon_root, frequency_root, upos, MIN_ZIPF):
+    for lemma, columns, zipf in lexicon_entries(lexicon_root, frequency_root, upos, MIN_ZIPF):
         if lemma in seen:
             continue
         forms = [f for f in columns[0].split("/") if f and f != lemma]
@@ -118,7 +119,7 @@ def parse_spelling(lexicon_root: Path, frequency_root: Path, task: str) -> list[
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     which = "first" if task == "first_letter" else "last"
-    for word, _, zipf in _entries(lexicon_root, frequency_root, "noun", SPELLING_MIN_ZIPF):
+    for word, _, zipf in lexicon_entries(lexicon_root, frequency_root, "noun", SPELLING_MIN_ZIPF):
         if word in seen or len(word) < 4 or word in SPELLING_EXEMPLARS:
             continue
         seen.add(word)
